@@ -1,0 +1,1 @@
+"""rtscore models: training sets from the topics, training, and the model registry."""

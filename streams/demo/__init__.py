@@ -1,0 +1,1 @@
+"""The card-fraud demo: its pipeline file and the transaction simulator."""
