@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch")
     max_event_bytes: int = Field(65536, ge=64, description="larger input records are dead-lettered")
     metrics_port: int = Field(9108, ge=0, description="Prometheus /metrics port (0 disables)")
+    metrics_addr: str = Field("127.0.0.1", description="address /metrics binds (0.0.0.0 in containers)")
     worker_web_port: int = Field(6066, ge=1, description="faust web port of the worker")
 
     @property

@@ -1,0 +1,174 @@
+"""The `rtscore` command. Settings are read from the environment here, once, and passed down;
+logging is configured here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from streams.errors import RtscoreError
+from streams.settings import Settings
+
+log = logging.getLogger("rtscore")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = Settings()
+        return int(args.handler(settings, args) or 0)
+    except RtscoreError as exc:
+        print(f"rtscore: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  what to do: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtscore", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    infra = sub.add_parser("infra", help="local single-node Kafka (KRaft) + Redis")
+    infra.add_argument("action", choices=["up", "down", "status"])
+    infra.set_defaults(handler=_infra)
+
+    sim = sub.add_parser("simulate", help="demo card transactions + delayed outcomes into the topics")
+    sim.add_argument("--days", type=int, default=35, help="days of history (default 35)")
+    sim.add_argument("--live", action="store_true", help="then keep producing at --rate")
+    sim.add_argument("--rate", type=float, default=200.0, help="live events/s (default 200)")
+    sim.add_argument("--duration", type=float, default=None, help="live seconds (default: forever)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--reference", action="store_true", help="the handbook's full sizes")
+    sim.add_argument("--no-history", action="store_true", help="skip the history, only live")
+    sim.set_defaults(handler=_simulate)
+
+    worker = sub.add_parser("worker", help="run the scoring processor (faust worker)")
+    worker.set_defaults(handler=_worker)
+
+    train = sub.add_parser("train", help="train a model from the topics and register it")
+    train.add_argument("--start", required=True, help="first training day, YYYY-MM-DD (UTC)")
+    train.add_argument("--train-days", type=int, default=7)
+    train.add_argument("--delay-days", type=int, default=7, help="gap = the label delay")
+    train.add_argument("--test-days", type=int, default=7)
+    train.add_argument(
+        "--estimator", choices=["logistic_regression", "random_forest"],
+        default="logistic_regression",
+    )
+    train.add_argument("--promote", action="store_true", help="make it the champion")
+    train.set_defaults(handler=_train)
+
+    model = sub.add_parser("model", help="list, show, promote, roll back model versions")
+    model.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    model.add_argument("name", nargs="?", help="model name (default: the pipeline's)")
+    model.add_argument("version", nargs="?", help="version or alias (show, promote)")
+    model.set_defaults(handler=_model)
+
+    demo = sub.add_parser("demo", help="the fraud demo, end to end, on the local infra")
+    demo.add_argument("--live-seconds", type=float, default=30.0)
+    demo.add_argument("--rate", type=float, default=1000.0, help="live events/s")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_demo)
+    return p
+
+
+def _infra(settings: Settings, args: argparse.Namespace) -> int:
+    from streams import localinfra
+
+    action = {"up": localinfra.up, "down": localinfra.down}.get(args.action)
+    statuses = action(settings) if action else localinfra.status(settings)
+    for s in statuses:
+        print(s)
+    if args.action == "up":
+        from streams.topics import ensure_topics
+
+        created = asyncio.run(ensure_topics(settings))
+        print(f"topics: {len(created)} created, prefix {settings.topic_prefix!r}")
+    return 0 if args.action == "down" or all(s.state != "unhealthy" for s in statuses) else 1
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.demo.feed import simulate_command
+
+    return simulate_command(settings, args)
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.serve import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from models.from_topics import TrainPlan, train_from_topics
+    from models.registry import Registry
+    from streams.pipeline import load_pipeline
+
+    pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
+    start = dt.datetime.fromisoformat(args.start).replace(tzinfo=dt.UTC)
+    plan = TrainPlan.by_days(
+        int(start.timestamp() * 1000), args.train_days, args.delay_days, args.test_days,
+        args.estimator,
+    )
+    version, metrics = asyncio.run(train_from_topics(settings, pipeline, plan))
+    print(f"registered {version.name} v{version.version} sha256 {version.sha256[:12]}")
+    print(json.dumps(metrics, indent=2))
+    if args.promote:
+        Registry(settings.registry_root).set_alias(version.name, "champion", version.version)
+        print(f"{version.name} v{version.version} is now the champion")
+    return 0
+
+
+def _model(settings: Settings, args: argparse.Namespace) -> int:
+    from models.registry import Registry
+    from streams.pipeline import load_pipeline
+
+    registry = Registry(settings.registry_root)
+    name = args.name or load_pipeline(settings.pipeline, settings.schemas_dir).model_name
+    if args.action == "list":
+        aliases = registry.aliases(name)
+        for v in registry.versions(name):
+            held = ",".join(a for a, ver in aliases.items() if ver == v.version)
+            auc = v.metadata.get("metrics", {}).get("auc_roc")
+            print(
+                f"{v.name} v{v.version}  {v.metadata.get('created_at', '')}  "
+                f"auc_roc={auc if auc is None else round(auc, 4)}  {held}"
+            )
+    elif args.action == "show":
+        print(json.dumps(registry.resolve(name, args.version or "champion").metadata, indent=2))
+    elif args.action == "promote":
+        if args.version is None:
+            print("rtscore model promote NAME VERSION", file=sys.stderr)
+            return 2
+        version = registry.resolve(name, args.version)
+        registry.set_alias(name, "champion", version.version)
+        print(f"{name} v{version.version} is now the champion (restart workers to pick it up)")
+    else:
+        version = registry.rollback(name)
+        print(f"{name} champion rolled back to v{version.version}")
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.demo.run import run_demo
+
+    return run_demo(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Prometheus metrics of a worker, on their own registry so tests can build several."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "rtscore_events_in", "input records consumed", ["pipeline"], registry=r
+        )
+        self.predictions_out = Counter(
+            "rtscore_predictions_out",
+            "predictions acknowledged by the broker",
+            ["pipeline", "model", "version", "variant"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "rtscore_dead_letters",
+            "input records sent to the dead-letter topic",
+            ["pipeline", "stage", "reason"],
+            registry=r,
+        )
+        self.publish_retries = Counter(
+            "rtscore_publish_retries",
+            "batches re-published after a broker error (work paused, nothing lost)",
+            ["pipeline"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "rtscore_batch_size", "records per micro-batch", ["pipeline"],
+            buckets=_BATCH_BUCKETS, registry=r,
+        )
+        self.batch_latency = Histogram(
+            "rtscore_batch_latency_seconds",
+            "decode + features + score + publish time of a micro-batch",
+            ["pipeline"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "rtscore_model_info",
+            "1 for the model version a worker serves",
+            ["pipeline", "model", "version", "variant", "sha256"],
+            registry=r,
+        )
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Expose /metrics over HTTP (port 0 = off)."""
+        if port:
+            start_http_server(port, addr=addr, registry=self.registry)

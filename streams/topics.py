@@ -1,0 +1,90 @@
+"""Create rtscore's topics idempotently, with explicit partition counts and configs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from streams.errors import DependencyUnavailable
+from streams.settings import Settings, Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+
+def topic_plan(topics: Topics, partitions: int, retention_ms: int) -> list[TopicPlan]:
+    """Every topic of DESIGN.md with its partition count and configs."""
+    keep = {"retention.ms": str(retention_ms)}
+    plans = [
+        TopicPlan(name, partitions, dict(keep))
+        for name in (
+            topics.events,
+            topics.outcomes,
+            topics.predictions,
+            topics.labeled,
+            topics.dlq,
+        )
+    ]
+    # Drift reports are global per window: one partition keeps them in order.
+    plans.append(TopicPlan(topics.drift, 1, dict(keep)))
+    # The latest alias per model is what matters; compaction keeps it forever.
+    plans.append(TopicPlan(topics.model_events, 1, {"cleanup.policy": "compact"}))
+    return plans
+
+
+async def ensure_topics(settings: Settings, plans: list[TopicPlan] | None = None) -> list[str]:
+    """Create the missing topics; return the names created. Existing topics are left alone."""
+    plans = plans or topic_plan(
+        settings.topics, settings.topic_partitions, settings.topic_retention_ms
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise DependencyUnavailable(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}",
+            hint="start it with `rtscore infra up` or set RTSCORE_KAFKA_BOOTSTRAP",
+        ) from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [p for p in plans if p.name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(p.name, p.partitions, 1, topic_configs=p.configs) for p in missing]
+            )
+            _check_created(response)
+            log.info("created topics %s", [p.name for p in missing])
+        return [p.name for p in missing]
+    finally:
+        await admin.close()
+
+
+def _check_created(response: object) -> None:
+    # error code 36 = TOPIC_ALREADY_EXISTS: another process won the race; that is fine.
+    for entry in getattr(response, "topic_errors", []):
+        name, code = entry[0], entry[1]
+        if code not in (0, 36):
+            message = entry[2] if len(entry) > 2 else ""
+            raise DependencyUnavailable(f"Kafka refused to create topic {name}: {code} {message}")
+
+
+async def delete_topics(settings: Settings, names: list[str]) -> None:
+    """Delete topics if they exist (the demo resets its own prefix with it)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
