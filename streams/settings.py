@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     metrics_addr: str = Field("127.0.0.1", description="address /metrics binds (0.0.0.0 in containers)")
     worker_web_port: int = Field(6066, ge=1, description="faust web port of the worker")
 
+    def as_env(self) -> dict[str, str]:
+        """The environment that rebuilds these settings in a child process (e.g. a worker)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"RTSCORE_{name.upper()}"] = str(value)
+        return env
+
     @property
     def registry_root(self) -> Path:
         return self.registry_dir if self.registry_dir is not None else self.home / "registry"

@@ -88,3 +88,31 @@ async def delete_topics(settings: Settings, names: list[str]) -> None:
             await admin.delete_topics(doomed)
     finally:
         await admin.close()
+
+
+async def record_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """Records currently held per topic (sum over partitions of end - beginning offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    tps = [
+        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+    ]
+    counts = dict.fromkeys(names, 0)
+    if not tps:
+        return counts
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    for tp in tps:
+        counts[tp.topic] += ends[tp] - starts[tp]
+    return counts
