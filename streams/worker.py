@@ -161,13 +161,15 @@ def input_record(event: Any) -> InputRecord:
 def build_app(settings: Settings, processor: ScoringProcessor) -> faust.App:
     """The faust app: one agent, concurrency 1 (faust #606), batches of ``batch_max``."""
     pipeline = processor.pipeline
+    datadir = settings.home / "worker" / pipeline.name
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}-{pipeline.name}-scoring",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         autodiscover=False,
         web_enabled=False,
-        datadir=str(settings.home / "worker" / pipeline.name),
+        datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4096, 4 * settings.batch_max),

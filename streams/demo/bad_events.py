@@ -19,7 +19,7 @@ def _undecodable(record: dict[str, Any], rng: random.Random) -> bytes:
     if choice == 0:
         return b'{"transaction_id": ' + str(record["transaction_id"]).encode() + b", truncated"
     if choice == 1:
-        return b"\xff\xfe" + rng.randbytes(20)  # neither UTF-8 JSON nor an Avro Transaction
+        return b"\x02\x04\x06"  # Avro that ends after three fields: cut short in transit
     return b"{not json at all}"
 
 
