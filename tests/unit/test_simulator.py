@@ -50,7 +50,7 @@ def sim(cfg: SimConfig) -> Simulation:
     return simulate(cfg)
 
 
-def _schema(name: str) -> dict:
+def _schema(name: str):
     return parse_schema(json.loads((SCHEMAS / name).read_text()))
 
 
