@@ -31,7 +31,8 @@ async def feed(
     label: str,
     rate: float | None = None,
 ) -> tuple[int, int]:
-    progress = Progress(label, total=len(rows))
+    labels = len(rows) if cfg.outcomes_for == "all" else int(sim.is_fraud[rows].sum())
+    progress = Progress(label, total=len(rows) + labels)
     sent = await publish_simulation(
         settings.kafka_bootstrap, settings.topics, sim, cfg, rows=rows, rate=rate,
         progress=progress.update,

@@ -20,7 +20,7 @@ from tests.e2e.worker_process import WorkerProcess
 pytestmark = pytest.mark.e2e
 
 
-def _register_small_model(settings) -> int:
+def register_small_model(settings) -> int:
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, len(pipeline.features)))
@@ -44,7 +44,7 @@ def test_kcat_event_in_prediction_out(test_settings, kcat, tmp_path):
     settings = test_settings
     topics = settings.topics
     asyncio.run(ensure_topics(settings))
-    version = _register_small_model(settings)
+    version = register_small_model(settings)
     event = {"transaction_id": 424242, "tx_datetime": "2018-04-07T03:15:00Z",
              "customer_id": 17, "terminal_id": 3, "tx_amount": 251.5}
     subprocess.run(

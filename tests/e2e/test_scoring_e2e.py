@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
+import time
+import urllib.request
 from collections import Counter
 
 import numpy as np
@@ -29,6 +32,29 @@ DAY_MS = 86_400_000
 BAD_PER_KIND = 100
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int, events: int) -> dict[str, float]:
+    """/metrics as {series: value}, once the counters have caught up with the topics."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        series = {}
+        for line in text.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                series[name] = float(value)
+        if series.get('rtscore_events_in_total{pipeline="fraud"}') == events:
+            return series
+        if time.monotonic() > deadline:
+            return series
+        time.sleep(0.2)
+
+
 def test_every_event_yields_one_prediction_or_one_dead_letter(test_settings, tmp_path):
     settings = test_settings
     topics = settings.topics
@@ -50,12 +76,24 @@ def test_every_event_yields_one_prediction_or_one_dead_letter(test_settings, tmp
     asyncio.run(publish(settings.kafka_bootstrap, topics.events, raw, key_field="customer_id",
                         time_field="tx_datetime", codec=lambda r: r["raw"]))
 
+    port = _free_port()
+    settings = settings.model_copy(update={"metrics_port": port})
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
         counts = worker.wait_outputs(len(valid) + len(bad))
+        metrics = _scrape(port, len(valid) + len(bad))
     finally:
         assert worker.stop() == 0, worker.log_tail()
     assert counts == {topics.predictions: len(valid), topics.dlq: len(bad)}
+    assert metrics['rtscore_events_in_total{pipeline="fraud"}'] == len(valid) + len(bad)
+    assert metrics[
+        'rtscore_predictions_out_total{model="fraud",pipeline="fraud",variant="champion",'
+        f'version="{version.version}"}}'
+    ] == len(valid)
+    for reason in BAD_KINDS:
+        assert sum(v for k, v in metrics.items()
+                   if k.startswith("rtscore_dead_letters_total") and f'reason="{reason}"' in k
+                   ) == BAD_PER_KIND
 
     p_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
     d_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
