@@ -225,6 +225,8 @@ def _brief(exc: BaseException) -> str:
         return "the data ends too early"
     if isinstance(exc, RecursionError):
         return "nested too deeply"
+    if isinstance(exc, IndexError):  # fastavro, on a union branch the schema does not have
+        return "a union branch index out of range"
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 120 else text[:119] + "…"
 
