@@ -20,8 +20,10 @@ log = logging.getLogger("rtscore")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # A worker logs what it does; the other commands print their own progress and results.
+    quiet = logging.INFO if args.command == "worker" else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("aiokafka", "faust", "mode", "kafka"):

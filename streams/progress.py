@@ -17,8 +17,12 @@ class Progress:
         self.started = time.monotonic()
         self._last_draw = 0.0
         self.count = 0
+        self._first: int | None = None  # rate counts from the first update, not from zero
 
     def update(self, count: int) -> None:
+        if self._first is None:
+            self._first = count
+            self.started = time.monotonic()
         self.count = count
         now = time.monotonic()
         if now - self._last_draw >= (0.1 if self.tty else 5.0):
@@ -29,11 +33,11 @@ class Progress:
         """Draw the final line; return the rate (items/s)."""
         self._draw(end="\n")
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        return self.count / elapsed
+        return (self.count - (self._first or 0)) / elapsed
 
     def _draw(self, end: str) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = self.count / elapsed
+        rate = (self.count - (self._first or 0)) / elapsed
         if self.total:
             share = min(self.count / self.total, 1.0)
             bar = "#" * int(share * 30)
