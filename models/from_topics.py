@@ -64,11 +64,15 @@ async def train_from_topics(
     progress: Callable[[str], None] = print,
 ) -> tuple[ModelVersion, dict[str, float]]:
     if pipeline.outcomes is None:
-        raise ConfigError(f"{pipeline.source} declares no [outcomes]: there is nothing to learn from")
+        raise ConfigError(
+            f"{pipeline.source} declares no [outcomes]: there is nothing to learn from"
+        )
     topics = settings.topics
     progress(f"reading {topics.events} and {topics.outcomes} …")
     bootstrap = settings.kafka_bootstrap
-    events_slice = await read_range(bootstrap, topics.events, plan.train_start_ms, plan.train_end_ms)
+    events_slice = await read_range(
+        bootstrap, topics.events, plan.train_start_ms, plan.train_end_ms
+    )
     test_slice = await read_range(bootstrap, topics.events, plan.test_start_ms, plan.test_end_ms)
     outcomes_slice = await read_range(bootstrap, topics.outcomes, plan.train_start_ms)
     train_events = decode_slice(pipeline.events, events_slice, settings.max_event_bytes)
@@ -82,7 +86,9 @@ async def train_from_topics(
                 f"the {name} range has {len(ts.y)} events and a single label class",
                 hint="widen the range or simulate more history (`rtscore simulate --days N`)",
             )
-    progress(f"fitting {plan.estimator} on {len(train.y):,} events ({int(train.y.sum()):,} positive) …")
+    progress(
+        f"fitting {plan.estimator} on {len(train.y):,} events ({int(train.y.sum()):,} positive) …"
+    )
     model = fit(train.X, train.y, plan.estimator)
     metrics = evaluate(model, test, card_key=test.entity_keys)
     metadata = {
@@ -96,7 +102,7 @@ async def train_from_topics(
             "partition_offsets": {str(p): list(r) for p, r in sorted(test_slice.offsets.items())},
             "start_ms": plan.test_start_ms,
             "end_ms": plan.test_end_ms,
-            "rows": int(len(test.y)),
+            "rows": len(test.y),
             "label_rate": float(test.y.mean()),
         },
     }
@@ -116,7 +122,7 @@ def _lineage(
         "outcomes_partition_offsets": {
             str(p): list(r) for p, r in sorted(outcomes.offsets.items())
         },
-        "rows": int(len(train.y)),
+        "rows": len(train.y),
         "label_rate": float(np.mean(train.y)),
         "sha256": train.sha256,
     }

@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     infra.add_argument("action", choices=["up", "down", "status"])
     infra.set_defaults(handler=_infra)
 
-    sim = sub.add_parser("simulate", help="demo card transactions + delayed outcomes into the topics")
+    sim = sub.add_parser(
+        "simulate", help="demo card transactions + delayed outcomes into the topics"
+    )
     sim.add_argument("--days", type=int, default=35, help="days of history (default 35)")
     sim.add_argument("--live", action="store_true", help="then keep producing at --rate")
     sim.add_argument("--rate", type=float, default=200.0, help="live events/s (default 200)")
@@ -68,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--delay-days", type=int, default=7, help="gap = the label delay")
     train.add_argument("--test-days", type=int, default=7)
     train.add_argument(
-        "--estimator", choices=["logistic_regression", "random_forest"],
+        "--estimator",
+        choices=["logistic_regression", "random_forest"],
         default="logistic_regression",
     )
     train.add_argument("--promote", action="store_true", help="make it the champion")
@@ -124,7 +127,10 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
     start = dt.datetime.fromisoformat(args.start).replace(tzinfo=dt.UTC)
     plan = TrainPlan.by_days(
-        int(start.timestamp() * 1000), args.train_days, args.delay_days, args.test_days,
+        int(start.timestamp() * 1000),
+        args.train_days,
+        args.delay_days,
+        args.test_days,
         args.estimator,
     )
     version, metrics = asyncio.run(train_from_topics(settings, pipeline, plan))

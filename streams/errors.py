@@ -1,11 +1,11 @@
 """The one exception tree of rtscore; each error says what failed and what to do.
 
-    RtscoreError                      root; ``retriable`` says whether trying again may help
-    ├── ConfigError                   a setting or pipeline file is wrong (not retriable)
-    ├── InfraError                    the local broker / Redis could not be started or reached
-    ├── DependencyUnavailable         Kafka or Redis is down right now (retriable)
-    ├── InvalidEvent                  one input record cannot be scored; goes to the DLQ
-    └── RegistryError                 a model version is missing, tampered or unloadable
+RtscoreError                      root; ``retriable`` says whether trying again may help
+├── ConfigError                   a setting or pipeline file is wrong (not retriable)
+├── InfraError                    the local broker / Redis could not be started or reached
+├── DependencyUnavailable         Kafka or Redis is down right now (retriable)
+├── InvalidEvent                  one input record cannot be scored; goes to the DLQ
+└── RegistryError                 a model version is missing, tampered or unloadable
 """
 
 from __future__ import annotations

@@ -34,8 +34,11 @@ class WorkerMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "rtscore_batch_size", "records per micro-batch", ["pipeline"],
-            buckets=_BATCH_BUCKETS, registry=r,
+            "rtscore_batch_size",
+            "records per micro-batch",
+            ["pipeline"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.batch_latency = Histogram(
             "rtscore_batch_latency_seconds",

@@ -70,7 +70,8 @@ def load_pipeline(path: Path, schemas_dir: Path) -> Pipeline:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(
-            f"pipeline file {path} does not exist", hint="set RTSCORE_PIPELINE to your pipeline file"
+            f"pipeline file {path} does not exist",
+            hint="set RTSCORE_PIPELINE to your pipeline file",
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"pipeline file {path} is not valid TOML: {exc}") from exc
@@ -96,14 +97,16 @@ def _record_spec(
 ) -> RecordSpec:
     schema_path = schemas_dir / raw["schema"]
     try:
-        schema = fastavro.parse_schema(json.loads(schema_path.read_text()))
+        parsed = fastavro.parse_schema(json.loads(schema_path.read_text()))
     except FileNotFoundError as exc:
         raise ConfigError(
             f"{path}: schema {schema_path} does not exist",
             hint="schema paths are relative to RTSCORE_SCHEMAS_DIR",
         ) from exc
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        raise ConfigError(f"{path}: schema {schema_path} must be an Avro record")
     spec = RecordSpec(
-        schema=schema,
+        schema=parsed,
         id_field=raw["id_field"],
         time_field=raw["time_field"],
         key_field=raw.get("key_field") if not key_required else raw["key_field"],

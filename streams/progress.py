@@ -9,7 +9,9 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, label: str, total: int | None = None, *, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, label: str, total: int | None = None, *, stream: TextIO | None = None
+    ) -> None:
         self.label = label
         self.total = total
         self.stream = stream or sys.stderr

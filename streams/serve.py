@@ -28,7 +28,8 @@ def serving_model(settings: Settings, pipeline: Pipeline) -> tuple[ServingModel,
     if trained_on != pipeline.feature_spec_hash:
         raise ConfigError(
             f"model {loaded.version.name} v{loaded.version.version} was trained on features "
-            f"{trained_on} but the pipeline {pipeline.source} declares {pipeline.feature_spec_hash}",
+            f"{trained_on} but the pipeline {pipeline.source} declares "
+            f"{pipeline.feature_spec_hash}",
             hint="retrain with `rtscore train`, or promote a version trained on this pipeline",
         )
     model = ServingModel(
@@ -58,8 +59,12 @@ def run_worker(settings: Settings) -> None:
     app = build_app(settings, processor)
     log.info(
         "scoring %s with %s v%d (%s); metrics on %s:%s",
-        settings.topics.events, model.name, model.version, model.variant,
-        settings.metrics_addr, settings.metrics_port,
+        settings.topics.events,
+        model.name,
+        model.version,
+        model.variant,
+        settings.metrics_addr,
+        settings.metrics_port,
     )
     worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False)
     worker.execute_from_commandline()

@@ -28,14 +28,18 @@ class Settings(BaseSettings):
         -1, description="retention.ms of topics rtscore creates; -1 keeps history for replay"
     )
     home: Path = Field(Path(".rtscore"), description="local state: infra data, logs, registry")
-    registry_dir: Path | None = Field(None, description="model registry root (default home/registry)")
+    registry_dir: Path | None = Field(
+        None, description="model registry root (default home/registry)"
+    )
     schemas_dir: Path = Field(REPO_ROOT / "schemas", description="folder of the .avsc schemas")
     pipeline: Path = Field(DEMO_PIPELINE, description="the pipeline file (TOML)")
     batch_max: int = Field(1000, ge=1, description="largest micro-batch the worker scores")
     batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch")
     max_event_bytes: int = Field(65536, ge=64, description="larger input records are dead-lettered")
     metrics_port: int = Field(9108, ge=0, description="Prometheus /metrics port (0 disables)")
-    metrics_addr: str = Field("127.0.0.1", description="address /metrics binds (0.0.0.0 in containers)")
+    metrics_addr: str = Field(
+        "127.0.0.1", description="address /metrics binds (0.0.0.0 in containers)"
+    )
     worker_web_port: int = Field(6066, ge=1, description="faust web port of the worker")
 
     def as_env(self) -> dict[str, str]:

@@ -46,7 +46,9 @@ async def ensure_topics(settings: Settings, plans: list[TopicPlan] | None = None
     plans = plans or topic_plan(
         settings.topics, settings.topic_partitions, settings.topic_retention_ms
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000
+    )
     try:
         await admin.start()
     except KafkaError as exc:
@@ -79,7 +81,9 @@ def _check_created(response: object) -> None:
 
 async def delete_topics(settings: Settings, names: list[str]) -> None:
     """Delete topics if they exist (the demo resets its own prefix with it)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -100,9 +104,7 @@ async def record_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
         described = await admin.describe_topics(names)
     finally:
         await admin.close()
-    tps = [
-        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
-    ]
+    tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
     counts = dict.fromkeys(names, 0)
     if not tps:
         return counts

@@ -181,7 +181,8 @@ def build_app(settings: Settings, processor: ScoringProcessor) -> faust.App:
     async def score(stream: faust.StreamT) -> None:
         await processor.start()
         try:
-            async for batch in stream.take_events(
+            # take_events is on faust's Stream, not on its StreamT protocol.
+            async for batch in stream.take_events(  # type: ignore[attr-defined]
                 settings.batch_max, within=settings.batch_within_s
             ):
                 await processor.process([input_record(event) for event in batch])

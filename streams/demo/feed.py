@@ -34,7 +34,12 @@ async def feed(
     labels = len(rows) if cfg.outcomes_for == "all" else int(sim.is_fraud[rows].sum())
     progress = Progress(label, total=len(rows) + labels)
     sent = await publish_simulation(
-        settings.kafka_bootstrap, settings.topics, sim, cfg, rows=rows, rate=rate,
+        settings.kafka_bootstrap,
+        settings.topics,
+        sim,
+        cfg,
+        rows=rows,
+        rate=rate,
         progress=progress.update,
     )
     progress.done()

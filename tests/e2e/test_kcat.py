@@ -45,11 +45,18 @@ def test_kcat_event_in_prediction_out(test_settings, kcat, tmp_path):
     topics = settings.topics
     asyncio.run(ensure_topics(settings))
     version = register_small_model(settings)
-    event = {"transaction_id": 424242, "tx_datetime": "2018-04-07T03:15:00Z",
-             "customer_id": 17, "terminal_id": 3, "tx_amount": 251.5}
+    event = {
+        "transaction_id": 424242,
+        "tx_datetime": "2018-04-07T03:15:00Z",
+        "customer_id": 17,
+        "terminal_id": 3,
+        "tx_amount": 251.5,
+    }
     subprocess.run(
         [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", topics.events, "-k", "17"],
-        input=json.dumps(event).encode(), check=True, timeout=30,
+        input=json.dumps(event).encode(),
+        check=True,
+        timeout=30,
     )
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
@@ -57,9 +64,24 @@ def test_kcat_event_in_prediction_out(test_settings, kcat, tmp_path):
     finally:
         worker.stop()
     out = subprocess.run(
-        [kcat, "-C", "-b", settings.kafka_bootstrap, "-t", topics.predictions, "-o", "beginning",
-         "-c", "1", "-e", "-f", "%k\t%T\t%s"],
-        capture_output=True, check=True, timeout=30,
+        [
+            kcat,
+            "-C",
+            "-b",
+            settings.kafka_bootstrap,
+            "-t",
+            topics.predictions,
+            "-o",
+            "beginning",
+            "-c",
+            "1",
+            "-e",
+            "-f",
+            "%k\t%T\t%s",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
     ).stdout
     key, timestamp, value = out.split(b"\t", 2)
     prediction = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc").decode(value)

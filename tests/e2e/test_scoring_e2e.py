@@ -71,10 +71,20 @@ def test_every_event_yields_one_prediction_or_one_dead_letter(test_settings, tmp
 
     valid = transaction_records(sim)
     bad = bad_records(valid[:2000], BAD_PER_KIND, seed=3)
-    raw = [{"customer_id": b["customer_id"], "tx_datetime": b["tx_datetime"], "raw": data}
-           for b, data, _ in bad]
-    asyncio.run(publish(settings.kafka_bootstrap, topics.events, raw, key_field="customer_id",
-                        time_field="tx_datetime", codec=lambda r: r["raw"]))
+    raw = [
+        {"customer_id": b["customer_id"], "tx_datetime": b["tx_datetime"], "raw": data}
+        for b, data, _ in bad
+    ]
+    asyncio.run(
+        publish(
+            settings.kafka_bootstrap,
+            topics.events,
+            raw,
+            key_field="customer_id",
+            time_field="tx_datetime",
+            codec=lambda r: r["raw"],
+        )
+    )
 
     port = _free_port()
     settings = settings.model_copy(update={"metrics_port": port})
@@ -91,16 +101,25 @@ def test_every_event_yields_one_prediction_or_one_dead_letter(test_settings, tmp
         f'version="{version.version}"}}'
     ] == len(valid)
     for reason in BAD_KINDS:
-        assert sum(v for k, v in metrics.items()
-                   if k.startswith("rtscore_dead_letters_total") and f'reason="{reason}"' in k
-                   ) == BAD_PER_KIND
+        assert (
+            sum(
+                v
+                for k, v in metrics.items()
+                if k.startswith("rtscore_dead_letters_total") and f'reason="{reason}"' in k
+            )
+            == BAD_PER_KIND
+        )
 
     p_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
     d_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
-    predictions = [p_codec.decode(r[1]) for r in asyncio.run(
-        read_range(settings.kafka_bootstrap, topics.predictions)).records]
-    letters = [d_codec.decode(r[1]) for r in asyncio.run(
-        read_range(settings.kafka_bootstrap, topics.dlq)).records]
+    predictions = [
+        p_codec.decode(r[1])
+        for r in asyncio.run(read_range(settings.kafka_bootstrap, topics.predictions)).records
+    ]
+    letters = [
+        d_codec.decode(r[1])
+        for r in asyncio.run(read_range(settings.kafka_bootstrap, topics.dlq)).records
+    ]
 
     # exactly one prediction per valid event, none extra, each naming the serving version
     per_event = Counter(p["event_id"] for p in predictions)

@@ -11,7 +11,6 @@ from collections import Counter
 
 import pytest
 
-from models.registry import Registry
 from models.topic_reader import read_range
 from streams.codecs import RecordCodec
 from streams.demo.publish import publish_simulation
@@ -35,9 +34,12 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(test_settings, tmp_path):
 
     first = WorkerProcess(settings, tmp_path / "first.log")
     deadline = time.monotonic() + 90
-    while asyncio.run(record_counts(settings.kafka_bootstrap, [topics.predictions]))[
-        topics.predictions
-    ] < n // 3:
+    while (
+        asyncio.run(record_counts(settings.kafka_bootstrap, [topics.predictions]))[
+            topics.predictions
+        ]
+        < n // 3
+    ):
         assert time.monotonic() < deadline, first.log_tail()
         time.sleep(0.05)
     first.stop(signal.SIGKILL)
@@ -50,8 +52,12 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(test_settings, tmp_path):
         codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
         deadline = time.monotonic() + 60
         while True:
-            predictions = [codec.decode(r[1]) for r in asyncio.run(
-                read_range(settings.kafka_bootstrap, topics.predictions)).records]
+            predictions = [
+                codec.decode(r[1])
+                for r in asyncio.run(
+                    read_range(settings.kafka_bootstrap, topics.predictions)
+                ).records
+            ]
             per_event = Counter(p["event_id"] for p in predictions)
             if len(per_event) == n or time.monotonic() > deadline:
                 break
@@ -62,5 +68,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(test_settings, tmp_path):
     ids = {}
     for p in predictions:  # a redelivered event: same prediction id, same score
         assert ids.setdefault(p["event_id"], (p["prediction_id"], p["score"])) == (
-            p["prediction_id"], p["score"])
+            p["prediction_id"],
+            p["score"],
+        )
     assert asyncio.run(record_counts(settings.kafka_bootstrap, [topics.dlq]))[topics.dlq] == 0
