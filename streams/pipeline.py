@@ -9,23 +9,22 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import fastavro
 
 from streams.errors import ConfigError
-
-FEATURE_KINDS = ("field", "weekend", "hour_at_most")
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    name: str
-    kind: str
-    field: str
-    hour: int = 0
+from streams.features.spec import (
+    Entity,
+    FeatureSpec,
+    StateConfig,
+    check_features,
+    parse_entities,
+    parse_feature,
+    parse_state,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,7 @@ class RecordSpec:
     time_field: str
     key_field: str | None = None
     label_field: str | None = None
+    event_time_field: str | None = None  # outcomes: the labelled event's time
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -52,6 +52,8 @@ class Pipeline:
     features: tuple[FeatureSpec, ...]
     model_name: str
     source: Path
+    entities: dict[str, Entity] = field(default_factory=dict)
+    state: StateConfig = field(default_factory=StateConfig)
 
     @property
     def feature_names(self) -> list[str]:
@@ -60,7 +62,11 @@ class Pipeline:
     @property
     def feature_spec_hash(self) -> str:
         """sha256 of the feature definitions; a model trained on another spec is refused."""
-        payload = [(f.name, f.kind, f.field, f.hour) for f in self.features]
+        payload = [
+            [f.identity() for f in self.features],
+            sorted((e.name, e.key_field) for e in self.entities.values()),
+            [self.state.allowed_lateness_ms, self.state.late_policy],
+        ]
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
@@ -82,14 +88,25 @@ def load_pipeline(path: Path, schemas_dir: Path) -> Pipeline:
             if "outcomes" in raw
             else None
         )
-        features = tuple(_feature_spec(f, events, path) for f in raw["features"])
+        features = tuple(parse_feature(f, str(path)) for f in raw["features"])
+        entities = parse_entities(raw.get("entities", {}), str(path))
+        state = parse_state(raw.get("state", {}), str(path))
         name = str(raw["name"])
         model_name = str(raw.get("model", {}).get("name", name))
     except KeyError as exc:
         raise ConfigError(f"pipeline file {path} lacks the required key {exc}") from exc
     if not features:
         raise ConfigError(f"pipeline file {path} declares no [[features]]")
-    return Pipeline(name, events, outcomes, features, model_name, path)
+    check_features(
+        features,
+        entities,
+        state,
+        events.fields,
+        outcomes.fields if outcomes else None,
+        events.key_field or events.id_field,
+        str(path),
+    )
+    return Pipeline(name, events, outcomes, features, model_name, path, entities, state)
 
 
 def _record_spec(
@@ -111,23 +128,10 @@ def _record_spec(
         time_field=raw["time_field"],
         key_field=raw.get("key_field") if not key_required else raw["key_field"],
         label_field=raw.get("label_field"),
+        event_time_field=raw.get("event_time_field"),
     )
-    for role in ("id_field", "time_field", "key_field", "label_field"):
+    for role in ("id_field", "time_field", "key_field", "label_field", "event_time_field"):
         name = getattr(spec, role)
         if name is not None and name not in spec.fields:
             raise ConfigError(f"{path}: {role} {name!r} is not a field of {schema_path.name}")
-    return spec
-
-
-def _feature_spec(raw: dict[str, Any], events: RecordSpec, path: Path) -> FeatureSpec:
-    spec = FeatureSpec(
-        name=raw["name"], kind=raw["kind"], field=raw["field"], hour=int(raw.get("hour", 0))
-    )
-    if spec.kind not in FEATURE_KINDS:
-        raise ConfigError(
-            f"{path}: feature {spec.name!r} has kind {spec.kind!r}",
-            hint=f"use one of {', '.join(FEATURE_KINDS)}",
-        )
-    if spec.field not in events.fields:
-        raise ConfigError(f"{path}: feature {spec.name!r} reads unknown field {spec.field!r}")
     return spec

@@ -7,11 +7,14 @@ a whole range read from the topic, so a model sees the same numbers in both (no 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streams.pipeline import FeatureSpec, Pipeline
+from streams.features.spec import STATELESS_KINDS, FeatureSpec
+
+if TYPE_CHECKING:
+    from streams.pipeline import Pipeline
 
 MS_PER_DAY = 86_400_000
 MS_PER_HOUR = 3_600_000
@@ -20,14 +23,16 @@ _EPOCH_WEEKDAY = 3
 
 
 def feature_matrix(pipeline: Pipeline, events: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Return an (n_events, n_features) float64 matrix in the pipeline's feature order."""
-    out = np.empty((len(events), len(pipeline.features)), dtype=np.float64)
-    for j, spec in enumerate(pipeline.features):
+    """The (n_events, n_stateless) float64 matrix of the pipeline's stateless features."""
+    specs = [f for f in pipeline.features if f.kind in STATELESS_KINDS]
+    out = np.empty((len(events), len(specs)), dtype=np.float64)
+    for j, spec in enumerate(specs):
         out[:, j] = _column(spec, events)
     return out
 
 
 def _column(spec: FeatureSpec, events: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    assert spec.field is not None, "load_pipeline checks stateless features name a field"
     if spec.kind == "field":
         return np.fromiter((e[spec.field] for e in events), dtype=np.float64, count=len(events))
     millis = np.fromiter((e[spec.field] for e in events), dtype=np.int64, count=len(events))
