@@ -14,6 +14,7 @@ from models.registry import ModelVersion, Registry
 from models.topic_reader import TopicSlice, read_range
 from models.training import TrainingSet, build_training_set, evaluate, fit
 from streams.errors import ConfigError, InvalidEvent
+from streams.features.offline import offline_features
 from streams.pipeline import Pipeline, RecordSpec
 from streams.settings import Settings
 from streams.validation import EventDecoder
@@ -70,16 +71,30 @@ async def train_from_topics(
     topics = settings.topics
     progress(f"reading {topics.events} and {topics.outcomes} …")
     bootstrap = settings.kafka_bootstrap
-    events_slice = await read_range(
-        bootstrap, topics.events, plan.train_start_ms, plan.train_end_ms
-    )
-    test_slice = await read_range(bootstrap, topics.events, plan.test_start_ms, plan.test_end_ms)
-    outcomes_slice = await read_range(bootstrap, topics.outcomes, plan.train_start_ms)
-    train_events = decode_slice(pipeline.events, events_slice, settings.max_event_bytes)
-    test_events = decode_slice(pipeline.events, test_slice, settings.max_event_bytes)
+    # Windows reach back lookback_ms: read that much before the training range to warm them.
+    warm_start = plan.train_start_ms - pipeline.lookback_ms
+    events_slice = await read_range(bootstrap, topics.events, warm_start, plan.test_end_ms)
+    outcomes_slice = await read_range(bootstrap, topics.outcomes, warm_start)
+    events = decode_slice(pipeline.events, events_slice, settings.max_event_bytes)
     outcomes = decode_slice(pipeline.outcomes, outcomes_slice, settings.max_event_bytes)
-    train = build_training_set(pipeline, train_events, outcomes)
-    test = build_training_set(pipeline, test_events, outcomes)
+    progress(f"computing {len(pipeline.features)} features of {len(events):,} events …")
+    features = offline_features(pipeline, events, outcomes)
+    train = build_training_set(
+        pipeline,
+        events,
+        outcomes,
+        features=features,
+        start_ms=plan.train_start_ms,
+        end_ms=plan.train_end_ms,
+    )
+    test = build_training_set(
+        pipeline,
+        events,
+        outcomes,
+        features=features,
+        start_ms=plan.test_start_ms,
+        end_ms=plan.test_end_ms,
+    )
     for name, ts in (("training", train), ("test", test)):
         if len(ts.y) == 0 or ts.y.min() == ts.y.max():
             raise ConfigError(
@@ -99,7 +114,6 @@ async def train_from_topics(
         "metrics": metrics,
         "training_data": _lineage(events_slice, plan, train, outcomes_slice),
         "test_data": {
-            "partition_offsets": {str(p): list(r) for p, r in sorted(test_slice.offsets.items())},
             "start_ms": plan.test_start_ms,
             "end_ms": plan.test_end_ms,
             "rows": len(test.y),
@@ -118,6 +132,8 @@ def _lineage(
         "outcomes_topic": outcomes.topic,
         "start_ms": plan.train_start_ms,
         "end_ms": plan.train_end_ms,
+        "read_from_ms": events.start_ms,  # the warm-up before start_ms feeds the windows
+        "read_to_ms": events.end_ms,  # includes the test range, computed in the same pass
         "partition_offsets": {str(p): list(r) for p, r in sorted(events.offsets.items())},
         "outcomes_partition_offsets": {
             str(p): list(r) for p, r in sorted(outcomes.offsets.items())

@@ -1,7 +1,8 @@
 """Training sets from decoded events and outcomes, model fitting and offline evaluation (pure).
 
-Features come from :func:`streams.features.feature_matrix`, the function the online worker
-calls, so a model is trained on exactly the numbers it is served (invariant 2). Reading the
+Features come from :func:`streams.features.offline.offline_features`, the vectorised twin of
+the online store (both match :mod:`streams.features.reference`), so a model is trained on the
+numbers it is served (invariant 2). Reading the
 topics and registering the result are the caller's business (``topic_reader``, ``registry``).
 """
 
@@ -20,7 +21,9 @@ from sklearn.preprocessing import StandardScaler
 
 from models import metrics
 from streams.errors import ConfigError, InvalidEvent
-from streams.features import MS_PER_DAY, feature_matrix
+from streams.features import MS_PER_DAY
+from streams.features.offline import offline_features
+from streams.features.reference import FeatureResult
 from streams.pipeline import Pipeline
 
 # Outcomes are a chargeback-style feed: most legitimate events never get one, so an event
@@ -55,9 +58,18 @@ def build_training_set(
     outcomes: Sequence[Mapping[str, Any]],
     *,
     as_of_ms: int | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
     no_outcome_label: int = NO_OUTCOME_LABEL,
+    features: FeatureResult | None = None,
 ) -> TrainingSet:
     """Join decoded events with their outcomes into features and labels.
+
+    ``events`` are in arrival order (a topic read partition by partition is) and may start
+    before ``start_ms``: the earlier ones only warm the windows up; rows are the events with
+    ``start_ms`` <= time < ``end_ms``. Window features see outcomes as they were known at each
+    event's own time, whatever ``as_of_ms`` says about labels. Pass ``features`` (the
+    offline features of these events) to cut several sets from one computation.
 
     An event's label is the ``label_field`` of its outcome (matched on the outcomes'
     ``id_field`` = the events' ``id_field``); with ``as_of_ms`` only outcomes whose
@@ -73,13 +85,19 @@ def build_training_set(
         )
     ev = pipeline.events
     key_field = ev.key_field or ev.id_field  # load_pipeline requires an events key_field
-    unique: dict[Any, Mapping[str, Any]] = {}
-    for e in events:
-        unique.setdefault(e[ev.id_field], e)
-    rows = sorted(unique.values(), key=lambda e: (e[ev.time_field], e[ev.id_field]))
+    if features is None:
+        features = offline_features(pipeline, events, outcomes)
+    lo = start_ms if start_ms is not None else -(2**63)
+    hi = end_ms if end_ms is not None else 2**63 - 1
+    first: dict[Any, int] = {}  # event id -> the occurrence the worker scored first
+    for i, e in enumerate(events):
+        if not features.dropped[i] and lo <= e[ev.time_field] < hi:
+            first.setdefault(e[ev.id_field], i)
+    order = sorted(first.values(), key=lambda i: (events[i][ev.time_field], events[i][ev.id_field]))
+    rows = [events[i] for i in order]
 
     labels = _known_labels(outcomes, spec.id_field, spec.time_field, spec.label_field, as_of_ms)
-    X = feature_matrix(pipeline, rows)
+    X = features.X[np.asarray(order, dtype=np.int64)] if order else features.X[:0]
     y = np.fromiter(
         (labels.get(e[ev.id_field], no_outcome_label) for e in rows),
         dtype=np.int64,

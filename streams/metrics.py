@@ -33,6 +33,24 @@ class WorkerMetrics:
             ["pipeline"],
             registry=r,
         )
+        self.outcomes_in = Counter(
+            "rtscore_outcomes_in",
+            "valid outcome events applied to the label state",
+            ["pipeline"],
+            registry=r,
+        )
+        self.late_events = Counter(
+            "rtscore_late_events",
+            "events later than the allowed lateness, scored with the state there was",
+            ["pipeline"],
+            registry=r,
+        )
+        self.dependency_waits = Counter(
+            "rtscore_dependency_waits",
+            "times a batch paused because Redis was unavailable (retried, nothing lost)",
+            ["pipeline"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "rtscore_batch_size",
             "records per micro-batch",

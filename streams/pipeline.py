@@ -60,6 +60,15 @@ class Pipeline:
         return [f.name for f in self.features]
 
     @property
+    def lookback_ms(self) -> int:
+        """How much history before an event its stateful features can read."""
+        return max((f.window_ms + f.delay_ms for f in self.features if f.stateful), default=0)
+
+    @property
+    def stateful(self) -> bool:
+        return any(f.stateful for f in self.features)
+
+    @property
     def feature_spec_hash(self) -> str:
         """sha256 of the feature definitions; a model trained on another spec is refused."""
         payload = [

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from streams.errors import InvalidEvent
-from streams.features import feature_matrix
+from streams.features.assemble import assemble
+from streams.features.online import OnlineStore
 from streams.pipeline import Pipeline
 from streams.validation import EventDecoder
 
@@ -51,6 +52,7 @@ class ServingModel:
 class ScoredBatch:
     predictions: list[tuple[InputRecord, dict[str, Any]]] = field(default_factory=list)
     dead_letters: list[tuple[InputRecord, InvalidEvent]] = field(default_factory=list)
+    late: int = 0  # events later than the allowed lateness that were scored anyway
 
     def __len__(self) -> int:
         return len(self.predictions) + len(self.dead_letters)
@@ -62,10 +64,21 @@ def prediction_id(pipeline: str, event_id: object) -> str:
 
 
 class BatchScorer:
-    def __init__(self, pipeline: Pipeline, decoder: EventDecoder, model: ServingModel) -> None:
+    """Decode, one online-store round trip for the batch's features, one model call."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        decoder: EventDecoder,
+        model: ServingModel,
+        store: OnlineStore | None = None,
+    ) -> None:
+        if pipeline.stateful and store is None:
+            raise ValueError(f"pipeline {pipeline.name} has stateful features: pass a store")
         self.pipeline = pipeline
         self.decoder = decoder
         self.model = model
+        self.store = store
 
     def score(self, records: Sequence[InputRecord]) -> ScoredBatch:
         started = time.perf_counter()
@@ -78,13 +91,16 @@ class BatchScorer:
                 out.dead_letters.append((record, exc))
         if valid:
             scores, vectors, valid = self._score_valid(valid, out)
-            self._predictions(valid, vectors, scores, len(records), started, out)
+            if valid:
+                self._predictions(valid, vectors, scores, len(records), started, out)
         return out
 
     def _score_valid(
         self, valid: list[tuple[InputRecord, dict[str, Any]]], out: ScoredBatch
     ) -> tuple[np.ndarray, np.ndarray, list[tuple[InputRecord, dict[str, Any]]]]:
-        vectors = feature_matrix(self.pipeline, [event for _, event in valid])
+        vectors, valid = self._features(valid, out)
+        if not valid:
+            return np.empty(0), vectors, valid
         try:
             scores = self._predict(vectors)
         except (ValueError, FloatingPointError, OverflowError) as exc:
@@ -92,6 +108,40 @@ class BatchScorer:
             log.warning("batch of %d failed to score (%s); isolating bad rows", len(valid), exc)
             return self._score_rows(valid, vectors, out)
         return scores, vectors, valid
+
+    def _features(
+        self, valid: list[tuple[InputRecord, dict[str, Any]]], out: ScoredBatch
+    ) -> tuple[np.ndarray, list[tuple[InputRecord, dict[str, Any]]]]:
+        events = [event for _, event in valid]
+        n = len(events)
+        if self.store is not None:
+            block = self.store.update_and_read(events)
+            stateful, late, dropped = block.values, block.late, block.dropped
+        else:
+            stateful = np.empty((n, 0))
+            late = dropped = np.zeros(n, dtype=bool)
+        result = assemble(self.pipeline, events, stateful, late, dropped)
+        out.late += int(np.count_nonzero(late & ~dropped))
+        if not dropped.any():
+            return result.X, valid
+        lateness_s = self.pipeline.state.allowed_lateness_ms / 1000
+        for i in np.flatnonzero(dropped):
+            record, event = valid[i]
+            out.dead_letters.append(
+                (
+                    record,
+                    InvalidEvent(
+                        "too_late",
+                        f"event {event[self.pipeline.events.id_field]} is more than "
+                        f"{lateness_s:g}s older than the newest event of its key; the "
+                        "pipeline's late_policy is dead_letter. Replay it into a backtest, or "
+                        "raise [state] allowed_lateness if such delays are normal.",
+                        stage="features",
+                    ),
+                )
+            )
+        keep = np.flatnonzero(~dropped)
+        return result.X[keep], [valid[i] for i in keep]
 
     def _predict(self, vectors: np.ndarray) -> np.ndarray:
         with np.errstate(all="raise"):

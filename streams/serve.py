@@ -6,16 +6,19 @@ import asyncio
 import logging
 
 import faust
+import redis
 
 from models.registry import Registry
 from streams.errors import ConfigError
+from streams.features.redis_store import RedisStore
 from streams.metrics import WorkerMetrics
 from streams.pipeline import Pipeline, load_pipeline
+from streams.publisher import AckedPublisher
 from streams.scoring import BatchScorer, ServingModel
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.validation import EventDecoder
-from streams.worker import ScoringProcessor, build_app
+from streams.worker import BatchRunner, OutcomeProcessor, ScoringProcessor, build_app
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,14 @@ def serving_model(settings: Settings, pipeline: Pipeline) -> tuple[ServingModel,
     return model, loaded.version.sha256
 
 
+def online_store(settings: Settings, pipeline: Pipeline) -> RedisStore | None:
+    """The Redis feature store of a pipeline with stateful features (None without any)."""
+    if not pipeline.stateful:
+        return None
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    return RedisStore(pipeline, client, settings.namespace)
+
+
 def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM; offsets of acknowledged batches are committed on the way out."""
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
@@ -55,8 +66,19 @@ def run_worker(settings: Settings) -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     decoder = EventDecoder(pipeline.events, max_bytes=settings.max_event_bytes)
-    processor = ScoringProcessor(settings, pipeline, BatchScorer(pipeline, decoder, model), metrics)
-    app = build_app(settings, processor)
+    store = online_store(settings, pipeline)
+    runner = BatchRunner(pipeline.name, metrics)
+    publisher = AckedPublisher(
+        settings.kafka_bootstrap, on_retry=metrics.publish_retries.labels(pipeline.name).inc
+    )
+    scorer = BatchScorer(pipeline, decoder, model, store)
+    scoring = ScoringProcessor(settings, pipeline, scorer, metrics, runner, publisher)
+    outcomes = (
+        OutcomeProcessor(settings, pipeline, store, metrics, runner, publisher)
+        if store is not None and pipeline.outcomes is not None
+        else None
+    )
+    app = build_app(settings, scoring, outcomes, publisher)
     log.info(
         "scoring %s with %s v%d (%s); metrics on %s:%s",
         settings.topics.events,

@@ -33,14 +33,27 @@ class Settings(BaseSettings):
     )
     schemas_dir: Path = Field(REPO_ROOT / "schemas", description="folder of the .avsc schemas")
     pipeline: Path = Field(DEMO_PIPELINE, description="the pipeline file (TOML)")
+    feature_namespace: str | None = Field(
+        None, description="Redis key prefix of the online features (default: topic_prefix)"
+    )
     batch_max: int = Field(1000, ge=1, description="largest micro-batch the worker scores")
     batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch")
+    fetch_bytes_per_partition: int = Field(
+        32768,
+        ge=1024,
+        description="bytes fetched per partition at a time (keeps partitions in step)",
+    )
+    session_timeout_s: float = Field(
+        30.0,
+        ge=6,
+        description="consumer group session timeout: how soon a dead worker's "
+        "partitions move to the others",
+    )
     max_event_bytes: int = Field(65536, ge=64, description="larger input records are dead-lettered")
     metrics_port: int = Field(9108, ge=0, description="Prometheus /metrics port (0 disables)")
     metrics_addr: str = Field(
         "127.0.0.1", description="address /metrics binds (0.0.0.0 in containers)"
     )
-    worker_web_port: int = Field(6066, ge=1, description="faust web port of the worker")
 
     def as_env(self) -> dict[str, str]:
         """The environment that rebuilds these settings in a child process (e.g. a worker)."""
@@ -53,6 +66,10 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             env[f"RTSCORE_{name.upper()}"] = str(value)
         return env
+
+    @property
+    def namespace(self) -> str:
+        return self.feature_namespace or self.topic_prefix
 
     @property
     def registry_root(self) -> Path:

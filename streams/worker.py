@@ -1,10 +1,10 @@
-"""The scoring worker: a faust agent that moves micro-batches from the events topic to the
-prediction and dead-letter topics, calling the pure :class:`streams.scoring.BatchScorer`.
+"""The worker's processors: faust agents that move micro-batches between topics and call
+the pure parts (:class:`streams.scoring.BatchScorer`, the online feature store).
 
 At-least-once with idempotent effects: ``take_events`` acks a batch's offsets only after the
-agent's loop body returns, and the body returns only once every prediction and dead letter
-of the batch is acknowledged by the broker. A broker error pauses the batch and retries it;
-nothing is acked before it is published.
+agent's loop body returns, and the body returns only once every output of the batch is
+acknowledged by the broker. A broker or Redis outage pauses the batch and retries it;
+nothing is acked before its outputs are published.
 """
 
 from __future__ import annotations
@@ -12,28 +12,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from streams.codecs import RecordCodec
-from streams.errors import InvalidEvent
+from streams.errors import DependencyUnavailable, InvalidEvent
+from streams.features.online import OnlineStore
 from streams.metrics import WorkerMetrics
+from streams.pacing import PartitionPacer, pacing_budget
 from streams.pipeline import Pipeline
+from streams.publisher import AckedPublisher, Outgoing
 from streams.scoring import BatchScorer, InputRecord, ScoredBatch, dead_letter
 from streams.settings import Settings
+from streams.validation import EventDecoder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-Outgoing = tuple[str, bytes | None, bytes, int]  # topic, key, value, timestamp_ms
+
+class BatchRunner:
+    """Runs a batch step in the worker's one thread, pausing while a dependency is down."""
+
+    def __init__(self, pipeline: str, metrics: WorkerMetrics) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        # One thread: decode, Redis and predict_proba stay off the event loop, in order.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-batch")
+
+    async def run(self, step: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        while True:
+            try:
+                return await loop.run_in_executor(self.executor, step)
+            except DependencyUnavailable as exc:
+                # Nothing of this batch is acked: retry it once the dependency is back. The
+                # store dedupes by event id, so a partly applied batch is safe to repeat.
+                self.metrics.dependency_waits.labels(self.pipeline).inc()
+                log.warning("paused: %s; retrying in %.1fs", exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 class ScoringProcessor:
-    """Scores a batch off the event loop and publishes it; retries until the broker acks."""
+    """Scores a micro-batch of events and publishes its predictions and dead letters."""
 
     def __init__(
         self,
@@ -41,46 +66,39 @@ class ScoringProcessor:
         pipeline: Pipeline,
         scorer: BatchScorer,
         metrics: WorkerMetrics,
+        runner: BatchRunner,
+        publisher: AckedPublisher,
     ) -> None:
-        self.settings = settings
         self.pipeline = pipeline
         self.scorer = scorer
         self.metrics = metrics
+        self.runner = runner
+        self.publisher = publisher
         self.topics = settings.topics
+        budget = pacing_budget(pipeline)
+        self.pacer = PartitionPacer(self.topics.events, budget) if budget is not None else None
         self.prediction_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
         self.dead_letter_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
-        # One thread: decode + features + predict_proba stay off the event loop, in order.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-score")
-        self._producer: AIOKafkaProducer | None = None
-
-    async def start(self) -> None:
-        if self._producer is not None:
-            return
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_batch_size=512 * 1024,
-            request_timeout_ms=30000,
-        )
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
 
     async def process(self, records: Sequence[InputRecord]) -> None:
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        scored, outgoing = await loop.run_in_executor(self._executor, self._score, records)
-        await self._publish(outgoing)
+        scored, outgoing = await self.runner.run(lambda: self._score(records))
+        await self.publisher.publish(outgoing)
         self._count(scored, len(records), time.perf_counter() - started)
+        if self.pacer is not None:
+            times = {id(record): p["event_time"] for record, p in scored.predictions}
+            self.pacer.observe(records, [times.get(id(record)) for record in records])
+
+    async def pace(self, consumer: Any) -> None:
+        """Hold back partitions that ran ahead (see :mod:`streams.pacing`)."""
+        if self.pacer is not None:
+            await self.pacer.pace(consumer)
 
     def _score(self, records: Sequence[InputRecord]) -> tuple[ScoredBatch, list[Outgoing]]:
         try:
             scored = self.scorer.score(records)
+        except DependencyUnavailable:
+            raise
         except Exception as exc:
             # A bug must not lose the batch (take_events acks it whatever happens):
             # keep every record whole in the dead-letter topic, where it can be replayed.
@@ -103,30 +121,10 @@ class ScoringProcessor:
                     prediction["event_time"],
                 )
             )
-        for record, error in scored.dead_letters:
-            letter = dead_letter(record, error, self.pipeline.name)
-            value = self.dead_letter_codec.encode(letter)
-            outgoing.append((self.topics.dlq, record.key, value, record.timestamp_ms))
+        outgoing.extend(
+            dead_letters(scored, self.pipeline.name, self.dead_letter_codec, self.topics.dlq)
+        )
         return scored, outgoing
-
-    async def _publish(self, outgoing: list[Outgoing]) -> None:
-        assert self._producer is not None, "start() before process()"
-        delay = 0.2
-        while True:
-            try:
-                futures = [
-                    await self._producer.send(topic, value, key=key, timestamp_ms=ts)
-                    for topic, key, value, ts in outgoing
-                ]
-                await asyncio.gather(*futures)
-                return
-            except KafkaError as exc:
-                # Same records again: prediction ids are deterministic, so a consumer that
-                # saw the first attempt can drop the repeat. The batch is not acked meanwhile.
-                self.metrics.publish_retries.labels(self.pipeline.name).inc()
-                log.warning("publishing a batch failed (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def _count(self, scored: ScoredBatch, size: int, seconds: float) -> None:
         name = self.pipeline.name
@@ -137,10 +135,62 @@ class ScoringProcessor:
             m.predictions_out.labels(name, model.name, str(model.version), model.variant).inc(
                 len(scored.predictions)
             )
+        if scored.late:
+            m.late_events.labels(name).inc(scored.late)
         for _, error in scored.dead_letters:
             m.dead_letters.labels(name, error.stage, error.reason).inc()
         m.batch_size.labels(name).observe(size)
         m.batch_latency.labels(name).observe(seconds)
+
+
+class OutcomeProcessor:
+    """Feeds outcome events to the online store's label state; invalid ones are dead-lettered."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        store: OnlineStore,
+        metrics: WorkerMetrics,
+        runner: BatchRunner,
+        publisher: AckedPublisher,
+    ) -> None:
+        assert pipeline.outcomes is not None, "only built for pipelines with outcomes"
+        self.pipeline = pipeline
+        self.decoder = EventDecoder(pipeline.outcomes, max_bytes=settings.max_event_bytes)
+        self.store = store
+        self.metrics = metrics
+        self.runner = runner
+        self.publisher = publisher
+        self.dlq = settings.topics.dlq
+        self.dead_letter_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
+
+    async def process(self, records: Sequence[InputRecord]) -> None:
+        scored = ScoredBatch()
+        valid: list[dict[str, Any]] = []
+        for record in records:
+            try:
+                valid.append(self.decoder.decode(record.value, record.headers))
+            except InvalidEvent as exc:
+                scored.dead_letters.append((record, exc))
+        if valid:
+            await self.runner.run(lambda: self.store.add_outcomes(valid))
+        if scored.dead_letters:
+            await self.publisher.publish(
+                dead_letters(scored, self.pipeline.name, self.dead_letter_codec, self.dlq)
+            )
+        self.metrics.outcomes_in.labels(self.pipeline.name).inc(len(valid))
+        for _, error in scored.dead_letters:
+            self.metrics.dead_letters.labels(self.pipeline.name, error.stage, error.reason).inc()
+
+
+def dead_letters(
+    scored: ScoredBatch, pipeline: str, codec: RecordCodec, topic: str
+) -> list[Outgoing]:
+    return [
+        (topic, record.key, codec.encode(dead_letter(record, error, pipeline)), record.timestamp_ms)
+        for record, error in scored.dead_letters
+    ]
 
 
 def input_record(event: Any) -> InputRecord:
@@ -158,9 +208,14 @@ def input_record(event: Any) -> InputRecord:
     )
 
 
-def build_app(settings: Settings, processor: ScoringProcessor) -> faust.App:
-    """The faust app: one agent, concurrency 1 (faust #606), batches of ``batch_max``."""
-    pipeline = processor.pipeline
+def build_app(
+    settings: Settings,
+    scoring: ScoringProcessor,
+    outcomes: OutcomeProcessor | None,
+    publisher: AckedPublisher,
+) -> faust.App:
+    """The faust app: an agent per input topic, concurrency 1 (faust #606), micro-batches."""
+    pipeline = scoring.pipeline
     datadir = settings.home / "worker" / pipeline.name
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -172,21 +227,45 @@ def build_app(settings: Settings, processor: ScoringProcessor) -> faust.App:
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=max(4096, 4 * settings.batch_max),
+        # A short buffer: events already buffered flow on while their partition is paused.
+        stream_buffer_maxsize=settings.batch_max,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        # Small fetches keep the partitions' event times close together: an entity that is
+        # not the partition key (a terminal) sees other partitions' events only once they
+        # are processed, so no partition may run days ahead of another.
+        consumer_max_fetch_size=settings.fetch_bytes_per_partition,
     )
-    events = app.topic(settings.topics.events, key_serializer="raw", value_serializer="raw")
 
-    @app.agent(events, concurrency=1)
-    async def score(stream: faust.StreamT) -> None:
-        await processor.start()
-        try:
-            # take_events is on faust's Stream, not on its StreamT protocol.
-            async for batch in stream.take_events(  # type: ignore[attr-defined]
-                settings.batch_max, within=settings.batch_within_s
-            ):
-                await processor.process([input_record(event) for event in batch])
-        finally:
-            await processor.stop()
+    def agent_for(topic_name: str, process: Callable[[Sequence[InputRecord]], Any]) -> None:
+        topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
 
+        async def consume(stream: faust.StreamT) -> None:
+            await publisher.start()
+            try:
+                # take_events is on faust's Stream, not on its StreamT protocol.
+                async for batch in stream.take_events(  # type: ignore[attr-defined]
+                    settings.batch_max, within=settings.batch_within_s
+                ):
+                    await process([input_record(event) for event in batch])
+            finally:
+                await publisher.stop()
+
+        app.agent(topic, name=f"rtscore.consume.{topic_name}", concurrency=1)(consume)
+
+    async def score_and_pace(records: Sequence[InputRecord]) -> None:
+        await scoring.process(records)
+        await scoring.pace(app.consumer)
+
+    agent_for(settings.topics.events, score_and_pace)
+
+    if scoring.pacer is not None:
+        # Paused partitions bring no batch that would resume them: look again regularly.
+        @app.timer(0.25)
+        async def pace() -> None:
+            await scoring.pace(app.consumer)
+
+    if outcomes is not None:
+        agent_for(settings.topics.outcomes, outcomes.process)
     return app

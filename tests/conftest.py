@@ -109,6 +109,8 @@ def test_settings(infra: Infra, unique_prefix: str, tmp_path: Path):  # -> Setti
         topic_partitions=3,
         home=tmp_path / "home",
         metrics_port=0,
+        # a killed worker's partitions move to its successor after this long
+        session_timeout_s=6,
     )
 
 

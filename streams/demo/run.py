@@ -37,8 +37,10 @@ from streams.progress import Progress
 from streams.settings import Settings
 from streams.topics import delete_topics, ensure_topics, record_counts
 
-HISTORY_DAYS = 35
-TRAIN_FIRST_DAY, TRAIN_DAYS, DELAY_DAYS, TEST_DAYS = 14, 7, 7, 7
+# The handbook's protocol, scaled down: 7 training days after enough history for the 30-day
+# windows (and the 7-day label delay), a 7-day gap, 7 test days.
+HISTORY_DAYS = 60
+TRAIN_FIRST_DAY, TRAIN_DAYS, DELAY_DAYS, TEST_DAYS = 38, 7, 7, 7
 BAD_PER_KIND = 20
 CATCH_UP_TIMEOUT_S = 180.0
 

@@ -150,4 +150,3 @@ def _trim(entity: EntityPlan, state: _KeyState, newest: int) -> None:
     for _, x in state.labels[:old]:
         del state.outcomes[x]
     del state.labels[:old]
-

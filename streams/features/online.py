@@ -130,7 +130,14 @@ class StatePlan:
         entities = [Entity(PARTITION_ENTITY, partition_key), *pipeline.entities.values()]
         key_fields = {e.name: e.key_field for e in entities}
         plans = [
-            _entity_plan(name, key_fields[name], by_entity[name], name == decider, lateness)
+            _entity_plan(
+                name,
+                key_fields[name],
+                by_entity[name],
+                name == decider,
+                lateness,
+                pipeline.state.partition_skew_ms,
+            )
             for name in sorted(by_entity, key=lambda name: name != decider)
         ]
         o = pipeline.outcomes
@@ -160,6 +167,7 @@ def _entity_plan(
     columns_features: list[tuple[int, FeatureSpec]],
     decides: bool,
     lateness_ms: int,
+    partition_skew_ms: int,
 ) -> EntityPlan:
     features = tuple(f for _, f in columns_features)
     fields: list[str] = []
@@ -178,8 +186,12 @@ def _entity_plan(
         decides_lateness=decides,
         lookback_ms=lookback,
         min_delay_ms=min((f.delay_ms for f in windowed), default=0),
-        retention_ms=lookback + lateness_ms,
+        # Another partition may run ahead of the one reading this state and move the newest
+        # time forward: keep that much more, or its window's oldest events are gone.
+        retention_ms=lookback + lateness_ms + (0 if decides else partition_skew_ms),
         keeps_previous=any(f.kind in PREVIOUS_KINDS for f in features),
         # PEXPIRE 0 would delete the key; a day keeps a quiet key's newest time (lateness)
-        ttl_ms=max(lookback + 2 * lateness_ms, MS_PER_DAY),
+        ttl_ms=max(
+            lookback + 2 * lateness_ms + (0 if decides else partition_skew_ms), MS_PER_DAY
+        ),
     )

@@ -135,8 +135,17 @@ class RedisStore:
             for j, entity in enumerate(plan.label_entities):
                 key = self._key_prefix(entity, o)
                 calls.add(
-                    (sha, 2, key + "lab", key + "out", event_id, member, at, f"{known}|{label}",
-                     entity.ttl_ms),
+                    (
+                        sha,
+                        2,
+                        key + "lab",
+                        key + "out",
+                        event_id,
+                        member,
+                        at,
+                        f"{known}|{label}",
+                        entity.ttl_ms,
+                    ),
                     i,
                     j,
                 )

@@ -151,15 +151,16 @@ def _stateful(
     window = sorted((x for x in mine if lo < x.time <= hi), key=lambda x: (x.time, x.event_id))
     if f.kind == "window":
         return aggregate(f.agg or "", [float(x.event[f.field]) if f.field else 1.0 for x in window])
-    assert pipeline.outcomes is not None and pipeline.outcomes.event_time_field is not None
     o_spec = pipeline.outcomes
+    assert o_spec is not None and o_spec.event_time_field and o_spec.label_field
+    labelled_at, known_at, label = o_spec.event_time_field, o_spec.time_field, o_spec.label_field
     positives = sum(
         1
         for o in outcomes
         if o[entity.key_field] == key
-        and lo < o[o_spec.event_time_field] <= hi
-        and o[o_spec.time_field] <= t
-        and bool(o[o_spec.label_field or ""])
+        and lo < o[labelled_at] <= hi
+        and o[known_at] <= t
+        and bool(o[label])
     )
     if f.kind == "label_count":
         return float(positives)
@@ -182,7 +183,7 @@ def aggregate(agg: str, values: list[float]) -> float:
         return max(values)
     if agg == "std":
         mean = _sum(values) / len(values)
-        return math.sqrt(_sum([(v - mean) ** 2 for v in values]) / len(values))
+        return math.sqrt(_sum([(v - mean) * (v - mean) for v in values]) / len(values))
     if agg == "distinct":
         return float(len(set(values)))
     raise AssertionError(f"aggregate {agg!r} passed parse_feature's check")

@@ -77,8 +77,17 @@ class FeatureSpec:
     def identity(self) -> tuple[Any, ...]:
         """What the spec hash covers: everything that changes a value."""
         return (
-            self.name, self.kind, self.field, self.hour, self.entity, self.agg,
-            self.window_ms, self.delay_ms, self.default, self.numerator, self.denominator,
+            self.name,
+            self.kind,
+            self.field,
+            self.hour,
+            self.entity,
+            self.agg,
+            self.window_ms,
+            self.delay_ms,
+            self.default,
+            self.numerator,
+            self.denominator,
         )
 
 
@@ -88,13 +97,16 @@ class StateConfig:
 
     allowed_lateness_ms: int = 3_600_000
     late_policy: str = "score"
+    # How far one partition's event time may run ahead of another's while the worker reads
+    # them: state of an entity that is not the partition key is kept that much longer.
+    partition_skew_ms: int = 7 * 86_400_000
 
 
 def parse_entities(raw: dict[str, Any], where: str) -> dict[str, Entity]:
     entities = {}
     for name, body in raw.items():
         if not isinstance(body, dict) or "key_field" not in body:
-            raise ConfigError(f"{where}: [entities.{name}] needs key_field = \"<field>\"")
+            raise ConfigError(f'{where}: [entities.{name}] needs key_field = "<field>"')
         entities[name] = Entity(name, str(body["key_field"]))
     return entities
 
@@ -103,6 +115,7 @@ def parse_state(raw: dict[str, Any], where: str) -> StateConfig:
     config = StateConfig(
         allowed_lateness_ms=parse_duration(raw.get("allowed_lateness", "1h"), where),
         late_policy=str(raw.get("late_policy", "score")),
+        partition_skew_ms=parse_duration(raw.get("partition_skew", "7d"), where),
     )
     if config.late_policy not in LATE_POLICIES:
         raise ConfigError(
@@ -134,7 +147,7 @@ def parse_feature(raw: dict[str, Any], where: str) -> FeatureSpec:
     if kind == "window" and spec.agg not in AGGREGATES:
         raise ConfigError(f"{where}: feature {name!r} needs agg = one of {AGGREGATES}")
     if kind == "window" and spec.agg != "count" and not spec.field:
-        raise ConfigError(f"{where}: feature {name!r} ({spec.agg}) needs field = \"<field>\"")
+        raise ConfigError(f'{where}: feature {name!r} ({spec.agg}) needs field = "<field>"')
     if kind in WINDOW_KINDS and spec.window_ms <= 0:
         raise ConfigError(f"{where}: feature {name!r} needs window = e.g. '7d'")
     return spec
@@ -155,11 +168,11 @@ def check_features(
     for f in features:
         if f.name in seen:
             raise ConfigError(f"{where}: two features are named {f.name!r}")
-        if f.kind in STATELESS_KINDS + ("window", "last_value") and f.field is not None:
-            if f.field not in event_fields:
-                raise ConfigError(f"{where}: feature {f.name!r} reads unknown field {f.field!r}")
-        if f.kind in STATELESS_KINDS + ("last_value",) and f.field is None:
-            raise ConfigError(f"{where}: feature {f.name!r} needs field = \"<field>\"")
+        reads_field = f.kind in (*STATELESS_KINDS, "window", "last_value")
+        if reads_field and f.field is not None and f.field not in event_fields:
+            raise ConfigError(f"{where}: feature {f.name!r} reads unknown field {f.field!r}")
+        if f.kind in (*STATELESS_KINDS, "last_value") and f.field is None:
+            raise ConfigError(f'{where}: feature {f.name!r} needs field = "<field>"')
         if f.stateful:
             entity = entities.get(f.entity or "")
             if entity is None:
@@ -168,8 +181,10 @@ def check_features(
                     hint=f"declare [entities.{f.entity}] key_field = ... (have {list(entities)})",
                 )
             if entity.key_field not in event_fields:
-                raise ConfigError(f"{where}: entity {entity.name} key {entity.key_field!r} "
-                                  "is not a field of the events")
+                raise ConfigError(
+                    f"{where}: entity {entity.name} key {entity.key_field!r} "
+                    "is not a field of the events"
+                )
             # Another partition's events reach an entity in no defined order; only a window
             # that ends before anything late could land in it is the same online and offline.
             if entity.key_field != partition_key and (

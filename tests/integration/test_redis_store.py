@@ -236,8 +236,13 @@ def fraud_stream(
     """~5,000 transactions: 5 % arriving up to the allowed lateness after their time, 1 %
     redelivered (within the lateness too); labels for all of them, with jittered delays."""
     cfg = SimConfig.light(
-        n_customers=40, n_terminals=100, n_days=60, outcomes_for="all",
-        outcome_jitter_days=2.0, compromised_terminals_per_day=0.3, seed=11,
+        n_customers=40,
+        n_terminals=100,
+        n_days=60,
+        outcomes_for="all",
+        outcome_jitter_days=2.0,
+        compromised_terminals_per_day=0.3,
+        seed=11,
     )
     sim = simulate(cfg)
     events = transaction_records(sim)
@@ -280,8 +285,10 @@ def test_fraud15_equals_the_reference_across_a_restart_and_a_redelivered_batch(
     risk = fraud15.feature_names.index("TERMINAL_ID_RISK_30DAY_WINDOW")
     assert (want.X[:, risk] > 0).any()
     # state: each event once in its customer's set, trimmed to the retention
-    stored = sum(client.zcard(k) for k in client.scan_iter(
-        match=f"{namespaces[0]}:fraud:customer:*:ev", count=1000))
+    stored = sum(
+        client.zcard(k)
+        for k in client.scan_iter(match=f"{namespaces[0]}:fraud:customer:*:ev", count=1000)
+    )
     assert 0 < stored < len({e["transaction_id"] for e in events})
 
 
@@ -367,9 +374,7 @@ def test_random_cases_equal_the_reference(redis_url: str, case: Case) -> None:
 # --- by hand ---------------------------------------------------------------------------------
 
 
-def test_last_value_keeps_its_entry_without_ttl(
-    client: redis.Redis, namespaces: list[str]
-) -> None:
+def test_last_value_keeps_its_entry_without_ttl(client: redis.Redis, namespaces: list[str]) -> None:
     last = FeatureSpec("last", "last_value", field="amount", entity="cust", default=-1.0)
     gap = FeatureSpec("gap", "time_since_previous", entity="cust", default=-1.0)
     count = FeatureSpec("n", "window", entity="cust", agg="count", window_ms=10)

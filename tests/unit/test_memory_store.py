@@ -58,10 +58,14 @@ WINDOW_KINDS = ("window", "window", "window", "label_count", "label_rate")
 def make_pipeline(
     features: Sequence[FeatureSpec], lateness: int = 5, policy: str = "score"
 ) -> Pipeline:
-    state = StateConfig(allowed_lateness_ms=lateness, late_policy=policy)
+    # no cross-partition margin: these streams have no partitions (see streams.pacing)
+    state = StateConfig(allowed_lateness_ms=lateness, late_policy=policy, partition_skew_ms=0)
     events = RecordSpec(EVENT_SCHEMA, id_field="id", time_field="t", key_field="cust")
     outcomes = RecordSpec(
-        OUTCOME_SCHEMA, id_field="id", time_field="known", label_field="label",
+        OUTCOME_SCHEMA,
+        id_field="id",
+        time_field="known",
+        label_field="label",
         event_time_field="t",
     )
     feats = tuple(features)
@@ -96,22 +100,42 @@ def feature_specs(draw: st.DrawFn, lateness: int, other: bool) -> list[FeatureSp
     specs: list[FeatureSpec] = []
     for i in range(draw(st.integers(1, 5))):
         entity = draw(st.sampled_from(["cust", "term"])) if other else "cust"
-        kinds = WINDOW_KINDS if entity == "term" else (
-            *WINDOW_KINDS, "last_value", "time_since_previous")
+        kinds = (
+            WINDOW_KINDS
+            if entity == "term"
+            else (*WINDOW_KINDS, "last_value", "time_since_previous")
+        )
         kind = draw(st.sampled_from(kinds))
         name = f"f{i}"
         if kind in ("last_value", "time_since_previous"):
-            specs.append(FeatureSpec(name, kind, field="amount", entity=entity,
-                                     default=draw(st.sampled_from([0.0, -1.0, 7.5]))))
+            specs.append(
+                FeatureSpec(
+                    name,
+                    kind,
+                    field="amount",
+                    entity=entity,
+                    default=draw(st.sampled_from([0.0, -1.0, 7.5])),
+                )
+            )
             continue
-        delay = draw(st.integers(lateness + 1, lateness + 15) if entity == "term"
-                     else st.integers(0, 8))
+        delay = draw(
+            st.integers(lateness + 1, lateness + 15) if entity == "term" else st.integers(0, 8)
+        )
         window = draw(st.integers(1, 40))
         if kind == "window":
             agg = draw(st.sampled_from(AGGREGATES))
             field = None if agg == "count" and draw(st.booleans()) else "amount"
-            specs.append(FeatureSpec(name, kind, field=field, entity=entity, agg=agg,
-                                     window_ms=window, delay_ms=delay))
+            specs.append(
+                FeatureSpec(
+                    name,
+                    kind,
+                    field=field,
+                    entity=entity,
+                    agg=agg,
+                    window_ms=window,
+                    delay_ms=delay,
+                )
+            )
         else:
             specs.append(FeatureSpec(name, kind, entity=entity, window_ms=window, delay_ms=delay))
     if draw(st.booleans()):
@@ -156,8 +180,13 @@ def cases(draw: st.DrawFn, max_events: int = 40) -> Case:
     n = draw(st.integers(0, max_events))
     ids = draw(st.lists(st.integers(0, 10_000), min_size=n, max_size=n, unique=True))
     base: list[dict[str, Any]] = [
-        {"id": i, "t": draw(st.integers(0, 150)), "cust": draw(st.integers(0, 2)),
-         "term": draw(st.integers(0, 1)), "amount": draw(AMOUNTS)}
+        {
+            "id": i,
+            "t": draw(st.integers(0, 150)),
+            "cust": draw(st.integers(0, 2)),
+            "term": draw(st.integers(0, 1)),
+            "amount": draw(AMOUNTS),
+        }
         for i in ids
     ]
     jitter = st.integers(0, max(0, lateness - 1))
@@ -171,14 +200,19 @@ def cases(draw: st.DrawFn, max_events: int = 40) -> Case:
     if mode == "any":
         events = draw(st.permutations(events))
     elif mode == "late":
-        for _ in range(draw(st.integers(1, 5)) if events else 0):
+        for k in range(draw(st.integers(1, 5)) if events else 0):
             at = draw(st.integers(0, len(events) - 1))
             newer = events[at]
             if newer["t"] <= lateness:
                 continue
-            late = {"id": draw(st.sampled_from([*ids, 10_001, 10_002])), "cust": newer["cust"],
-                    "t": draw(st.integers(0, newer["t"] - lateness - 1)),
-                    "term": draw(st.integers(0, 1)), "amount": draw(AMOUNTS)}
+            late = {
+                # an id names one event: a new late event gets an id of its own
+                "id": draw(st.sampled_from([*ids, 10_001 + k])),
+                "cust": newer["cust"],
+                "t": draw(st.integers(0, newer["t"] - lateness - 1)),
+                "term": draw(st.integers(0, 1)),
+                "amount": draw(AMOUNTS),
+            }
             if late["id"] in ids:  # a late redelivery
                 first = next(e for e in base if e["id"] == late["id"])
                 if first["cust"] != newer["cust"] or first["t"] >= newer["t"] - lateness:
@@ -188,10 +222,17 @@ def cases(draw: st.DrawFn, max_events: int = 40) -> Case:
 
     outcomes = []
     for e in draw(st.lists(st.sampled_from(base), max_size=25)) if base else []:
-        outcomes.append({"id": e["id"], "t": e["t"], "cust": e["cust"], "term": e["term"],
-                         "known": e["t"] + draw(st.integers(0, 40)), "label": draw(st.booleans())})
-    return Case(pipeline, events, outcomes, draw(splits(len(events))),
-                draw(splits(len(outcomes))))
+        outcomes.append(
+            {
+                "id": e["id"],
+                "t": e["t"],
+                "cust": e["cust"],
+                "term": e["term"],
+                "known": e["t"] + draw(st.integers(0, 40)),
+                "label": draw(st.booleans()),
+            }
+        )
+    return Case(pipeline, events, outcomes, draw(splits(len(events))), draw(splits(len(outcomes))))
 
 
 def splits(n: int) -> st.SearchStrategy[list[int]]:
@@ -249,8 +290,10 @@ def check_case(case: Case, make_store: Callable[[Pipeline], OnlineStore]) -> Non
     rows = ~maybe_trimmed(case, want.late)
     diff = np.abs(np.nan_to_num(got.values[rows] - expected[rows], nan=0.0))
     assert diff.size == 0 or diff.max() <= 1e-9, (
-        np.argwhere(diff > 1e-9)[:5], got.values[rows][diff.max(axis=1) > 1e-9][:3],
-        expected[rows][diff.max(axis=1) > 1e-9][:3])
+        np.argwhere(diff > 1e-9)[:5],
+        got.values[rows][diff.max(axis=1) > 1e-9][:3],
+        expected[rows][diff.max(axis=1) > 1e-9][:3],
+    )
 
 
 def maybe_trimmed(case: Case, late: np.ndarray) -> np.ndarray:
@@ -289,12 +332,16 @@ def _reads_trimmed(
         gone.pop()  # the newest entry below the horizon is kept for last_value
     if any(x == e for x in mine):  # an identical redelivery of a trimmed event: added again
         gone = [g for g in gone if g[1] != str(e["id"])]
-    gone_labels = [o["t"] for o in outcomes
-                   if o[entity.key_field] == e[entity.key_field] and o["t"] < horizon]
+    gone_labels = [
+        o["t"] for o in outcomes if o[entity.key_field] == e[entity.key_field] and o["t"] < horizon
+    ]
     for f in entity.features:
         if f.kind in ("last_value", "time_since_previous"):
-            before = [(x["t"], str(x["id"])) for x in mine
-                      if x["t"] <= e["t"] and str(x["id"]) != str(e["id"])]
+            before = [
+                (x["t"], str(x["id"]))
+                for x in mine
+                if x["t"] <= e["t"] and str(x["id"]) != str(e["id"])
+            ]
             if before and max(before) in gone:
                 return True
             continue
@@ -373,7 +420,11 @@ def test_windows_late_events_and_redeliveries_by_hand() -> None:
     rest = scored.update_and_read(events[2:])
     assert [*block.late, *rest.late] == [False, False, False, True, False]
     assert [*block.values.tolist(), *rest.values.tolist()] == [
-        [1, 1, -1], [2, 3, 1], [2, 5, 1], [1, 8, -1], [4, 15, 4]
+        [1, 1, -1],
+        [2, 3, 1],
+        [2, 5, 1],
+        [1, 8, -1],
+        [4, 15, 4],
     ]
     dead = MemoryStore(make_pipeline([count, total, last], lateness=10, policy="dead_letter"))
     block = dead.update_and_read(events)
@@ -390,8 +441,12 @@ def test_terminal_label_rate_counts_outcomes_from_when_they_are_known() -> None:
     assert store.add_outcomes([outcome, {**outcome, "label": False}]) == 1
     assert store.add_outcomes([outcome]) == 0
     block = store.update_and_read(
-        [ev(1, 100, cust=1, term=7), ev(2, 105, cust=2, term=7), ev(3, 124, cust=3, term=7),
-         ev(4, 125, cust=4, term=7)]
+        [
+            ev(1, 100, cust=1, term=7),
+            ev(2, 105, cust=2, term=7),
+            ev(3, 124, cust=3, term=7),
+            ev(4, 125, cust=4, term=7),
+        ]
     )
     # event 3: window (94, 104] holds event 1, whose fraud is known only from 125 on
     assert block.values[2:].tolist() == [[1, 0.0], [2, 0.5]]

@@ -14,7 +14,8 @@ from sklearn.preprocessing import StandardScaler
 from models.metrics import auc_roc, average_precision, card_precision_at_k
 from models.training import TrainingSet, build_training_set, evaluate, fit
 from streams.errors import ConfigError
-from streams.features import MS_PER_DAY, feature_matrix
+from streams.features import MS_PER_DAY
+from streams.features.offline import offline_features
 from streams.pipeline import Pipeline, load_pipeline
 from streams.settings import DEMO_PIPELINE, REPO_ROOT
 
@@ -60,8 +61,10 @@ def test_labels_come_from_the_outcome_of_the_same_event(pipeline: Pipeline) -> N
     assert ts.y.tolist() == [0, 0, 1]  # 1: no outcome -> legitimate; 2: outcome says so
     assert ts.event_time_ms.tolist() == [T0 + HOUR, T0 + 2 * HOUR, T0 + 3 * HOUR]
     assert ts.entity_keys.tolist() == [1, 1, 1]
-    np.testing.assert_array_equal(ts.X, feature_matrix(pipeline, [events[1], events[2], events[0]]))
-    assert ts.X[2].tolist() == [300.0, 0.0, 1.0]  # amount, not weekend, night (03:00)
+    # rows in time order; features from the offline path over the events in arrival order
+    offline = offline_features(pipeline, events, outcomes).X
+    np.testing.assert_array_equal(ts.X, offline[[1, 2, 0]])
+    assert ts.X[2][:3].tolist() == [300.0, 0.0, 1.0]  # amount, not weekend, night (03:00)
     assert (ts.n_rows, ts.n_positive) == (3, 1)
 
 
@@ -89,7 +92,9 @@ def test_the_no_outcome_policy_is_an_argument(pipeline: Pipeline) -> None:
 
 
 def test_the_hash_depends_on_the_rows_not_on_their_arrival_order(pipeline: Pipeline) -> None:
-    events = [tx(i, T0 + i * HOUR, amount=float(i)) for i in range(20)]
+    # one event per customer: partitions (customers) may be read in any order; within one
+    # customer arrival order is part of the features' meaning
+    events = [tx(i, T0 + i * HOUR, customer=i, amount=float(i)) for i in range(20)]
     outcomes = [outcome(i, T0 + 8 * MS_PER_DAY, True) for i in range(0, 20, 3)]
     a = build_training_set(pipeline, events, outcomes)
     b = build_training_set(pipeline, events[::-1], outcomes[::-1])

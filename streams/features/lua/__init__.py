@@ -53,7 +53,7 @@ end
 local function agg_std(xs, a, b)
   if b < a then return 0 end
   local mean, q = agg_mean(xs, a, b), 0
-  for i = a, b do q = q + (xs[i] - mean) ^ 2 end  -- pow, as Python's ** 2
+  for i = a, b do local d = xs[i] - mean; q = q + d * d end  -- d * d, as the reference
   return math.sqrt(q / (b - a + 1))
 end
 local function agg_min(xs, a, b)

@@ -1,0 +1,62 @@
+"""Publish a batch's records and wait until the broker has acknowledged every one of them.
+
+A broker error pauses the batch and publishes it again (the records carry deterministic ids,
+so a consumer can drop a repeat); the caller acks its input only after this returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+Outgoing = tuple[str, bytes | None, bytes, int]  # topic, key, value, timestamp_ms
+
+
+class AckedPublisher:
+    def __init__(self, bootstrap: str, on_retry: Callable[[], None] = lambda: None) -> None:
+        self.bootstrap = bootstrap
+        self.on_retry = on_retry
+        self._producer: AIOKafkaProducer | None = None
+        self._users = 0
+
+    async def start(self) -> None:
+        self._users += 1
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=2,
+                max_batch_size=512 * 1024,
+                request_timeout_ms=30000,
+            )
+            await self._producer.start()
+
+    async def stop(self) -> None:
+        self._users -= 1
+        if self._users <= 0 and self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, outgoing: Sequence[Outgoing]) -> None:
+        assert self._producer is not None, "start() before publish()"
+        delay = 0.2
+        while True:
+            try:
+                futures = [
+                    await self._producer.send(topic, value, key=key, timestamp_ms=ts)
+                    for topic, key, value, ts in outgoing
+                ]
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                self.on_retry()
+                log.warning("publishing a batch failed (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
