@@ -53,7 +53,20 @@ def test_kcat_event_in_prediction_out(test_settings, kcat, tmp_path):
         "tx_amount": 251.5,
     }
     subprocess.run(
-        [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", topics.events, "-k", "17"],
+        # murmur2_random: the Java client's partitioner, so key 17 lands where rtscore's
+        # own producers put customer 17
+        [
+            kcat,
+            "-P",
+            "-b",
+            settings.kafka_bootstrap,
+            "-t",
+            topics.events,
+            "-k",
+            "17",
+            "-X",
+            "partitioner=murmur2_random",
+        ],
         input=json.dumps(event).encode(),
         check=True,
         timeout=30,
