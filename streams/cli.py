@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("version", nargs="?", help="version or alias (show, promote)")
     model.set_defaults(handler=_model)
 
+    bench = sub.add_parser("bench", help="benchmark the online feature stage on the real Redis")
+    bench.add_argument("--events", type=int, default=20_000)
+    bench.add_argument("--batch", type=int, default=1000)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(handler=_bench)
+
     demo = sub.add_parser("demo", help="the fraud demo, end to end, on the local infra")
     demo.add_argument("--live-seconds", type=float, default=30.0)
     demo.add_argument("--rate", type=float, default=1000.0, help="live events/s")
@@ -170,6 +176,12 @@ def _model(settings: Settings, args: argparse.Namespace) -> int:
         version = registry.rollback(name)
         print(f"{name} champion rolled back to v{version.version}")
     return 0
+
+
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.bench import bench_command
+
+    return bench_command(settings, args)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
