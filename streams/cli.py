@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from streams.errors import RtscoreError
+from streams.log_throttle import RepeatThrottle
 from streams.settings import Settings
 
 log = logging.getLogger("rtscore")
@@ -28,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatThrottle())
     try:
         settings = Settings()
         return int(args.handler(settings, args) or 0)
