@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 from models.from_topics import TrainPlan, train_from_topics
 from models.registry import Registry
@@ -65,6 +66,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         topics.model_events,
     ]
     asyncio.run(_reset_topics(settings, names))
+    removed = _reset_features(settings)
+    print(f"  {removed:,} online-feature keys of namespace {settings.namespace!r} removed")
 
     _step(3, f"simulate {HISTORY_DAYS} days of history")
     live_days = max(2, int(args.rate * args.live_seconds / 1500) + 2)
@@ -128,6 +131,21 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _step(n: int, text: str) -> None:
     print(f"\n[{n}/7] {text}", flush=True)
+
+
+def _reset_features(settings: Settings) -> int:
+    """The demo's own Redis namespace starts empty too: re-sent events would be duplicates."""
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    removed = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{settings.namespace}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            removed += client.delete(*batch)
+            batch = []
+    if batch:
+        removed += client.delete(*batch)
+    return removed
 
 
 async def _reset_topics(settings: Settings, names: list[str]) -> None:
