@@ -38,11 +38,16 @@ class AckedPublisher:
             )
             await self._producer.start()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
         self._users -= 1
         if self._users <= 0 and self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            producer, self._producer = self._producer, None
+            try:
+                # With the broker down, flushing would wait forever; what is not acked was
+                # not committed either, so it is read again by whoever takes the partition.
+                await asyncio.wait_for(producer.stop(), timeout)
+            except TimeoutError:
+                log.warning("producer did not flush within %.0fs; stopping without it", timeout)
 
     async def publish(self, outgoing: Sequence[Outgoing]) -> None:
         assert self._producer is not None, "start() before publish()"
