@@ -25,147 +25,15 @@ from streams.features.redis_store import RedisStore
 from streams.features.reference import FeatureResult, reference_features
 from streams.features.spec import FeatureSpec
 from streams.pipeline import Pipeline, load_pipeline
-from tests.unit.test_memory_store import Case, cases, check_case, ev, make_pipeline
+from tests.feature_cases import FRAUD15_TOML
+from tests.feature_cases import stack_blocks as _stack
+from tests.feature_cases import store_event as ev
+from tests.feature_cases import store_pipeline as make_pipeline
+from tests.unit.test_memory_store import Case, cases, check_case
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-# The demo pipeline with the handbook's 15 baseline features (notes/fraud-demo.md).
-FRAUD15_TOML = """
-name = "fraud"
-
-[events]
-schema = "transaction.avsc"
-id_field = "transaction_id"
-key_field = "customer_id"
-time_field = "tx_datetime"
-
-[outcomes]
-schema = "outcome.avsc"
-id_field = "transaction_id"
-time_field = "outcome_datetime"
-label_field = "is_fraud"
-event_time_field = "tx_datetime"
-
-[model]
-name = "fraud"
-
-[entities.customer]
-key_field = "customer_id"
-
-[entities.terminal]
-key_field = "terminal_id"
-
-[state]
-allowed_lateness = "10m"
-late_policy = "score"
-
-[[features]]
-name = "TX_AMOUNT"
-kind = "field"
-field = "tx_amount"
-
-[[features]]
-name = "TX_DURING_WEEKEND"
-kind = "weekend"
-field = "tx_datetime"
-
-[[features]]
-name = "TX_DURING_NIGHT"
-kind = "hour_at_most"
-field = "tx_datetime"
-hour = 6
-
-[[features]]
-name = "CUSTOMER_ID_NB_TX_1DAY_WINDOW"
-kind = "window"
-entity = "customer"
-agg = "count"
-window = "1d"
-
-[[features]]
-name = "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"
-kind = "window"
-entity = "customer"
-agg = "mean"
-field = "tx_amount"
-window = "1d"
-
-[[features]]
-name = "CUSTOMER_ID_NB_TX_7DAY_WINDOW"
-kind = "window"
-entity = "customer"
-agg = "count"
-window = "7d"
-
-[[features]]
-name = "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW"
-kind = "window"
-entity = "customer"
-agg = "mean"
-field = "tx_amount"
-window = "7d"
-
-[[features]]
-name = "CUSTOMER_ID_NB_TX_30DAY_WINDOW"
-kind = "window"
-entity = "customer"
-agg = "count"
-window = "30d"
-
-[[features]]
-name = "CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW"
-kind = "window"
-entity = "customer"
-agg = "mean"
-field = "tx_amount"
-window = "30d"
-
-[[features]]
-name = "TERMINAL_ID_NB_TX_1DAY_WINDOW"
-kind = "window"
-entity = "terminal"
-agg = "count"
-window = "1d"
-delay = "7d"
-
-[[features]]
-name = "TERMINAL_ID_RISK_1DAY_WINDOW"
-kind = "label_rate"
-entity = "terminal"
-window = "1d"
-delay = "7d"
-
-[[features]]
-name = "TERMINAL_ID_NB_TX_7DAY_WINDOW"
-kind = "window"
-entity = "terminal"
-agg = "count"
-window = "7d"
-delay = "7d"
-
-[[features]]
-name = "TERMINAL_ID_RISK_7DAY_WINDOW"
-kind = "label_rate"
-entity = "terminal"
-window = "7d"
-delay = "7d"
-
-[[features]]
-name = "TERMINAL_ID_NB_TX_30DAY_WINDOW"
-kind = "window"
-entity = "terminal"
-agg = "count"
-window = "30d"
-delay = "7d"
-
-[[features]]
-name = "TERMINAL_ID_RISK_30DAY_WINDOW"
-kind = "label_rate"
-entity = "terminal"
-window = "30d"
-delay = "7d"
-"""
 
 
 class CountingConnection(redis.Connection):
@@ -198,14 +66,6 @@ def _delete(client: redis.Redis, namespace: str) -> None:
     keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
     for i in range(0, len(keys), 1000):
         client.delete(*keys[i : i + 1000])
-
-
-def _stack(blocks: list[StatefulBlock]) -> StatefulBlock:
-    return StatefulBlock(
-        np.vstack([b.values for b in blocks]),
-        np.concatenate([b.late for b in blocks]),
-        np.concatenate([b.dropped for b in blocks]),
-    )
 
 
 def _assert_same(got: StatefulBlock, want: FeatureResult, pipeline: Pipeline) -> None:

@@ -20,6 +20,7 @@ from streams.features.spec import (
     parse_state,
 )
 from streams.pipeline import Pipeline, load_pipeline
+from tests.feature_cases import entities_keyed_by, fraud_pipeline_toml
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 WHERE = "fraud.toml"
@@ -31,7 +32,7 @@ EVENT_FIELDS = {
     "amount": "double",
 }
 OUTCOME_FIELDS = {"id": "long", "customer": "long", "terminal": "long", "fraud": "boolean"}
-ENTITIES = {"customer": Entity("customer", "customer"), "terminal": Entity("terminal", "terminal")}
+ENTITIES = entities_keyed_by(customer="customer", terminal="terminal")
 TEN_MINUTES = StateConfig(allowed_lateness_ms=600_000)
 
 
@@ -254,25 +255,8 @@ def test_label_features_need_outcomes_with_the_entity_key() -> None:
 
 # --- through load_pipeline -------------------------------------------------------------------
 
-PIPELINE = """
-name = "fraud"
-[events]
-schema = "transaction.avsc"
-id_field = "transaction_id"
-key_field = "customer_id"
-time_field = "tx_datetime"
-[outcomes]
-schema = "outcome.avsc"
-id_field = "transaction_id"
-time_field = "outcome_datetime"
-label_field = "is_fraud"
-event_time_field = "tx_datetime"
-[entities.customer]
-key_field = "customer_id"
-[entities.terminal]
-key_field = "terminal_id"
-[state]
-allowed_lateness = "10m"
+PIPELINE = fraud_pipeline_toml(
+    """
 [[features]]
 name = "TX_AMOUNT"
 kind = "field"
@@ -296,7 +280,9 @@ kind = "label_rate"
 entity = "terminal"
 window = "1d"
 delay = "7d"
-"""
+""",
+    late_policy=None,
+)
 
 
 def load(tmp_path: Path, text: str) -> Pipeline:

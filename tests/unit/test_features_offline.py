@@ -17,9 +17,10 @@ from streams.demo.simulator import SimConfig, outcome_records, simulate, transac
 from streams.features.assemble import assemble
 from streams.features.offline import offline_features
 from streams.features.reference import FeatureResult, reference_features
-from streams.features.spec import AGGREGATES, Entity, FeatureSpec, StateConfig, check_features
+from streams.features.spec import AGGREGATES, FeatureSpec, StateConfig
 from streams.features.stateless import MS_PER_DAY
 from streams.pipeline import Pipeline, RecordSpec, load_pipeline
+from tests.feature_cases import FRAUD15_TOML, avro_record, checked_pipeline, entities_keyed_by
 
 # On a failure hypothesis's pytest plugin imports libcst, whose import warns (mypy_extensions
 # TypedDict); with warnings as errors that hides the falsifying example behind an INTERNALERROR.
@@ -31,104 +32,14 @@ with warnings.catch_warnings(), contextlib.suppress(ImportError):
 REPO = Path(__file__).resolve().parents[2]
 DAY = MS_PER_DAY
 
-# The handbook's 15 baseline features (notes/fraud-demo.md), as the demo pipeline declares them.
-FRAUD15_TOML = (
-    """
-name = "fraud"
-[events]
-schema = "transaction.avsc"
-id_field = "transaction_id"
-key_field = "customer_id"
-time_field = "tx_datetime"
-[outcomes]
-schema = "outcome.avsc"
-id_field = "transaction_id"
-time_field = "outcome_datetime"
-label_field = "is_fraud"
-event_time_field = "tx_datetime"
-[entities.customer]
-key_field = "customer_id"
-[entities.terminal]
-key_field = "terminal_id"
-[state]
-allowed_lateness = "10m"
-late_policy = "score"
-[[features]]
-name = "TX_AMOUNT"
-kind = "field"
-field = "tx_amount"
-[[features]]
-name = "TX_DURING_WEEKEND"
-kind = "weekend"
-field = "tx_datetime"
-[[features]]
-name = "TX_DURING_NIGHT"
-kind = "hour_at_most"
-field = "tx_datetime"
-hour = 6
-"""
-    + "".join(
-        f"""
-[[features]]
-name = "CUSTOMER_ID_NB_TX_{d}DAY_WINDOW"
-kind = "window"
-entity = "customer"
-agg = "count"
-window = "{d}d"
-[[features]]
-name = "CUSTOMER_ID_AVG_AMOUNT_{d}DAY_WINDOW"
-kind = "window"
-entity = "customer"
-agg = "mean"
-field = "tx_amount"
-window = "{d}d"
-"""
-        for d in (1, 7, 30)
-    )
-    + "".join(
-        f"""
-[[features]]
-name = "TERMINAL_ID_NB_TX_{d}DAY_WINDOW"
-kind = "window"
-entity = "terminal"
-agg = "count"
-window = "{d}d"
-delay = "7d"
-[[features]]
-name = "TERMINAL_ID_RISK_{d}DAY_WINDOW"
-kind = "label_rate"
-entity = "terminal"
-window = "{d}d"
-delay = "7d"
-"""
-        for d in (1, 7, 30)
-    )
+EVENT_SCHEMA = avro_record(
+    "E", {"id": "long", "t": "long", "k": "long", "g": "long", "x": "double"}
 )
-
-EVENT_SCHEMA = {
-    "type": "record",
-    "name": "E",
-    "fields": [
-        {"name": "id", "type": "long"},
-        {"name": "t", "type": "long"},
-        {"name": "k", "type": "long"},
-        {"name": "g", "type": "long"},
-        {"name": "x", "type": "double"},
-    ],
-}
-OUTCOME_SCHEMA = {
-    "type": "record",
-    "name": "O",
-    "fields": [
-        {"name": "id", "type": "long"},
-        {"name": "ot", "type": "long"},
-        {"name": "et", "type": "long"},
-        {"name": "k", "type": "long"},
-        {"name": "g", "type": "long"},
-        {"name": "label", "type": "boolean"},
-    ],
-}
-ENTITIES = {"own": Entity("own", "k"), "other": Entity("other", "g")}
+OUTCOME_SCHEMA = avro_record(
+    "O",
+    {"id": "long", "ot": "long", "et": "long", "k": "long", "g": "long", "label": "boolean"},
+)
+ENTITIES = entities_keyed_by(own="k", other="g")
 
 
 def small_pipeline(
@@ -140,9 +51,9 @@ def small_pipeline(
     outcomes = RecordSpec(
         OUTCOME_SCHEMA, id_field="id", time_field="ot", label_field="label", event_time_field="et"
     )
-    feats = tuple(features)
-    check_features(feats, ENTITIES, state, events.fields, outcomes.fields, "k", "test")
-    return Pipeline("small", events, outcomes, feats, "small", Path("small.toml"), ENTITIES, state)
+    return checked_pipeline(
+        features, events, outcomes, ENTITIES, state, name="small", model_name="small"
+    )
 
 
 def assert_same(got: FeatureResult, want: FeatureResult) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,53 +23,13 @@ from streams.features.online import (
     StatePlan,
 )
 from streams.features.reference import reference_features
-from streams.features.spec import AGGREGATES, Entity, FeatureSpec, StateConfig, check_features
-from streams.pipeline import Pipeline, RecordSpec
+from streams.features.spec import AGGREGATES, FeatureSpec
+from streams.pipeline import Pipeline
+from tests.feature_cases import stack_blocks
+from tests.feature_cases import store_event as ev
+from tests.feature_cases import store_pipeline as make_pipeline
 
-EVENT_SCHEMA = {
-    "type": "record",
-    "name": "Ev",
-    "fields": [
-        {"name": "id", "type": "long"},
-        {"name": "t", "type": "long"},
-        {"name": "cust", "type": "long"},
-        {"name": "term", "type": "long"},
-        {"name": "amount", "type": "double"},
-    ],
-}
-OUTCOME_SCHEMA = {
-    "type": "record",
-    "name": "Out",
-    "fields": [
-        {"name": "id", "type": "long"},
-        {"name": "known", "type": "long"},
-        {"name": "t", "type": "long"},
-        {"name": "cust", "type": "long"},
-        {"name": "term", "type": "long"},
-        {"name": "label", "type": "boolean"},
-    ],
-}
-# cust is the topic's key (the partition-key entity), term another entity
-ENTITIES = {"cust": Entity("cust", "cust"), "term": Entity("term", "term")}
 WINDOW_KINDS = ("window", "window", "window", "label_count", "label_rate")
-
-
-def make_pipeline(
-    features: Sequence[FeatureSpec], lateness: int = 5, policy: str = "score"
-) -> Pipeline:
-    # no cross-partition margin: these streams have no partitions (see streams.pacing)
-    state = StateConfig(allowed_lateness_ms=lateness, late_policy=policy, partition_skew_ms=0)
-    events = RecordSpec(EVENT_SCHEMA, id_field="id", time_field="t", key_field="cust")
-    outcomes = RecordSpec(
-        OUTCOME_SCHEMA,
-        id_field="id",
-        time_field="known",
-        label_field="label",
-        event_time_field="t",
-    )
-    feats = tuple(features)
-    check_features(feats, ENTITIES, state, events.fields, outcomes.fields, "cust", "test")
-    return Pipeline("p", events, outcomes, feats, "m", Path("p.toml"), ENTITIES, state)
 
 
 @dataclass
@@ -266,11 +225,7 @@ def run(store: OnlineStore, case: Case) -> tuple[StatefulBlock, int]:
     n_stateful = sum(f.stateful for f in case.pipeline.features)
     if not blocks:
         return StatefulBlock(np.zeros((0, n_stateful)), np.zeros(0, bool), np.zeros(0, bool)), new
-    return StatefulBlock(
-        np.vstack([b.values for b in blocks]),
-        np.concatenate([b.late for b in blocks]),
-        np.concatenate([b.dropped for b in blocks]),
-    ), new
+    return stack_blocks(blocks), new
 
 
 def check_case(case: Case, make_store: Callable[[Pipeline], OnlineStore]) -> None:
@@ -398,10 +353,6 @@ def test_state_is_bounded_by_the_retention(case: Case) -> None:
 
 
 # --- by hand --------------------------------------------------------------------------------
-
-
-def ev(i: int, t: int, cust: int = 0, term: int = 0, amount: float = 1.0) -> dict[str, Any]:
-    return {"id": i, "t": t, "cust": cust, "term": term, "amount": amount}
 
 
 def test_windows_late_events_and_redeliveries_by_hand() -> None:
