@@ -131,16 +131,24 @@ def parse_feature(raw: dict[str, Any], where: str) -> FeatureSpec:
         raise ConfigError(
             f"{where}: feature {name!r} has kind {kind!r}", hint=f"use one of {FEATURE_KINDS}"
         )
+    try:
+        hour, default = int(raw.get("hour", 0)), float(raw.get("default", 0.0))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{where}: feature {name!r}: hour must be an integer and default a number ({exc})"
+        ) from exc
+    if not 0 <= hour <= 23:
+        raise ConfigError(f"{where}: feature {name!r} has hour = {hour}", hint="use 0 … 23 (UTC)")
     spec = FeatureSpec(
         name=name,
         kind=kind,
         field=raw.get("field"),
-        hour=int(raw.get("hour", 0)),
+        hour=hour,
         entity=raw.get("entity"),
         agg=raw.get("agg"),
         window_ms=parse_duration(raw["window"], where) if "window" in raw else 0,
         delay_ms=parse_duration(raw["delay"], where) if "delay" in raw else 0,
-        default=float(raw.get("default", 0.0)),
+        default=default,
         numerator=raw.get("numerator"),
         denominator=raw.get("denominator"),
     )
@@ -174,7 +182,13 @@ def check_features(
         if f.kind in (*STATELESS_KINDS, "last_value") and f.field is None:
             raise ConfigError(f'{where}: feature {f.name!r} needs field = "<field>"')
         if f.stateful:
-            entity = entities.get(f.entity or "")
+            if f.entity is None:
+                raise ConfigError(
+                    f"{where}: feature {f.name!r} names entity None: a {f.kind} feature keeps "
+                    "state per entity",
+                    hint=f'add entity = "<one of {list(entities)}>"',
+                )
+            entity = entities.get(f.entity)
             if entity is None:
                 raise ConfigError(
                     f"{where}: feature {f.name!r} names entity {f.entity!r}",

@@ -20,6 +20,7 @@ from streams.features.spec import (
     parse_state,
 )
 from streams.pipeline import Pipeline, load_pipeline
+from streams.settings import DEMO_PIPELINE, Settings
 from tests.feature_cases import entities_keyed_by, fraud_pipeline_toml
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -356,3 +357,26 @@ def test_spec_hash_changes_with_entities_state_and_order(tmp_path: Path) -> None
     ]
     hashes = {pipeline.feature_spec_hash, *(p.feature_spec_hash for p in others)}
     assert len(hashes) == len(others) + 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"hour": 24}, r"hour = 24"),
+        ({"hour": "night"}, r"hour must be an integer"),
+        ({"default": "none"}, r"default a number"),
+    ],
+)
+def test_bad_hour_or_default_is_a_config_error(raw: dict[str, Any], message: str) -> None:
+    base = {"name": "NIGHT", "kind": "hour_at_most", "field": "tx_datetime"}
+    with pytest.raises(ConfigError, match=message):
+        parse_feature({**base, **raw}, WHERE)
+
+
+def test_stateful_feature_without_entity_says_which_entities_exist(tmp_path: Path) -> None:
+    settings = Settings()
+    path = tmp_path / "fraud.toml"
+    path.write_text(DEMO_PIPELINE.read_text().replace('entity = "customer"\n', "", 1))
+    with pytest.raises(ConfigError, match="names entity None: a window feature") as err:
+        load_pipeline(path, settings.schemas_dir)
+    assert err.value.hint is not None and "customer" in err.value.hint
