@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from streams.features.assemble import assemble
-from streams.features.reference import FeatureResult
+from streams.features.reference import FeatureResult, first_outcomes
 from streams.features.spec import PREVIOUS_KINDS, FeatureSpec
 from streams.pipeline import Pipeline
 
@@ -57,7 +57,7 @@ class _Source:
     def __init__(self, pipeline: Pipeline, events: Records, outcomes: Records) -> None:
         ev, out = pipeline.events, pipeline.outcomes
         self.pipeline, self.events = pipeline, events
-        self.outcomes = _known_outcomes(pipeline, outcomes)
+        self.outcomes = first_outcomes(pipeline, outcomes)
         self.times = _ints(self.column(ev.time_field))
         raw_ids = self.column(ev.id_field)
         if not _all_ints(raw_ids):  # for ints, str equality is int equality
@@ -87,16 +87,6 @@ class _Source:
         if field not in self._values:
             self._values[field] = np.fromiter(map(float, self.column(field)), dtype=np.float64)
         return self._values[field]
-
-
-def _known_outcomes(pipeline: Pipeline, outcomes: Records) -> list[Mapping[str, Any]]:
-    """The first outcome per labelled event id, in the order given (as the reference)."""
-    if pipeline.outcomes is None:
-        return []
-    first: dict[str, Mapping[str, Any]] = {}
-    for o in outcomes:
-        first.setdefault(str(o[pipeline.outcomes.id_field]), o)
-    return list(first.values())
 
 
 def _all_ints(values: list[Any]) -> bool:

@@ -191,7 +191,5 @@ def _entity_plan(
         retention_ms=lookback + lateness_ms + (0 if decides else partition_skew_ms),
         keeps_previous=any(f.kind in PREVIOUS_KINDS for f in features),
         # PEXPIRE 0 would delete the key; a day keeps a quiet key's newest time (lateness)
-        ttl_ms=max(
-            lookback + 2 * lateness_ms + (0 if decides else partition_skew_ms), MS_PER_DAY
-        ),
+        ttl_ms=max(lookback + 2 * lateness_ms + (0 if decides else partition_skew_ms), MS_PER_DAY),
     )

@@ -92,7 +92,7 @@ def reference_features(
         added.append(_Added(a, t, event_id, e))
         newest[key] = max(newest.get(key, t), t)
 
-    known = _first_outcomes(pipeline, outcomes)
+    known = first_outcomes(pipeline, outcomes)
     stateless = feature_matrix(pipeline, events)
     X = np.full((n, len(pipeline.features)), np.nan)
     for a, e in enumerate(events):
@@ -113,9 +113,10 @@ def reference_features(
     return FeatureResult(X, late, dropped)
 
 
-def _first_outcomes(
+def first_outcomes(
     pipeline: Pipeline, outcomes: Sequence[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
+    """The first outcome per labelled event id, in the order given: the one that counts."""
     if pipeline.outcomes is None:
         return []
     first: dict[str, Mapping[str, Any]] = {}
