@@ -54,6 +54,9 @@ class Pipeline:
     source: Path
     entities: dict[str, Entity] = field(default_factory=dict)
     state: StateConfig = field(default_factory=StateConfig)
+    # The whole parsed file: the join, drift and model parts read their own tables from it
+    # (``[join]``, ``[drift]``, ``[model]``) so each part owns its configuration.
+    sections: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -115,7 +118,7 @@ def load_pipeline(path: Path, schemas_dir: Path) -> Pipeline:
         events.key_field or events.id_field,
         str(path),
     )
-    return Pipeline(name, events, outcomes, features, model_name, path, entities, state)
+    return Pipeline(name, events, outcomes, features, model_name, path, entities, state, raw)
 
 
 def _record_spec(

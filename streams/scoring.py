@@ -213,6 +213,7 @@ class BatchScorer:
                         "scored_time": now_ms,
                         "batch_size": batch_size,
                         "batch_latency_ms": latency_ms,
+                        "shadows": [],
                     },
                 )
             )

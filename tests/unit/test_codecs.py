@@ -37,6 +37,7 @@ PREDICTION = {
     "scored_time": TX_MS + 9,
     "batch_size": 1000,
     "batch_latency_ms": 3.5,
+    "shadows": [{"model_name": "fraud", "model_version": 4, "variant": "challenger", "score": 0.5}],
 }
 DEAD_LETTER = {
     "original_value": b"\xff{not json",
@@ -76,9 +77,14 @@ def predictions(draw: st.DrawFn) -> dict[str, Any]:
     """Any Prediction the schema allows, fields in schema order."""
     by_type = {"string": TEXT, "int": INT32, "long": INT64, "double": FLOATS}
     record: dict[str, Any] = {}
+    shadow = st.fixed_dictionaries(
+        {"model_name": TEXT, "model_version": INT32, "variant": TEXT, "score": FLOATS}
+    )
     for field in PREDICTIONS.schema["fields"]:
         avro_type = field["type"]
-        if isinstance(avro_type, dict) and avro_type["type"] == "array":
+        if field["name"] == "shadows":
+            record["shadows"] = draw(st.lists(shadow, max_size=3))
+        elif isinstance(avro_type, dict) and avro_type["type"] == "array":
             record[field["name"]] = draw(st.lists(FLOATS, max_size=20))
         else:
             name = avro_type["type"] if isinstance(avro_type, dict) else avro_type
