@@ -100,6 +100,7 @@ class Topics:
     predictions: str
     labeled: str
     drift: str
+    performance: str
     dlq: str
     model_events: str
 
@@ -111,6 +112,7 @@ class Topics:
             predictions=f"{prefix}.predictions",
             labeled=f"{prefix}.labeled",
             drift=f"{prefix}.drift",
+            performance=f"{prefix}.performance",
             dlq=f"{prefix}.dlq",
             model_events=f"{prefix}.model-events",
         )

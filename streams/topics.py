@@ -36,6 +36,7 @@ def topic_plan(topics: Topics, partitions: int, retention_ms: int) -> list[Topic
     ]
     # Drift reports are global per window: one partition keeps them in order.
     plans.append(TopicPlan(topics.drift, 1, dict(keep)))
+    plans.append(TopicPlan(topics.performance, 1, dict(keep)))
     # The latest alias per model is what matters; compaction keeps it forever.
     plans.append(TopicPlan(topics.model_events, 1, {"cleanup.policy": "compact"}))
     return plans
