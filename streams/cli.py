@@ -23,9 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A worker logs what it does; the other commands print their own progress and results.
     quiet = logging.INFO if args.command == "worker" else logging.WARNING
+    # Each processor of `rtscore worker` runs in its own process: tag its lines with its name.
+    processors = getattr(args, "processors", None) or []
+    tag = f"[{processors[0]}] " if len(processors) == 1 else ""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else quiet,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
     )
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -64,7 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-history", action="store_true", help="skip the history, only live")
     sim.set_defaults(handler=_simulate)
 
-    worker = sub.add_parser("worker", help="run the scoring processor (faust worker)")
+    worker = sub.add_parser(
+        "worker", help="run the stream processors: scoring, outcome join, drift (faust workers)"
+    )
+    worker.add_argument(
+        "--processors",
+        type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+        default=["scoring"],
+        help="comma-separated subset of scoring,join,drift; several run one process each",
+    )
     worker.set_defaults(handler=_worker)
 
     train = sub.add_parser("train", help="train a model from the topics and register it")
@@ -122,10 +133,11 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.serve import run_worker
+    from streams.pipeline import load_pipeline
+    from streams.supervise import run_processors
 
-    run_worker(settings)
-    return 0
+    pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
+    return run_processors(settings, pipeline, args.processors)
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
