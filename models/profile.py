@@ -2,8 +2,9 @@
 
 Built once from the training set and stored with the version (JSON). Numeric columns keep two
 nested binnings of the reference, both as left-closed bins ``[e_i, e_{i+1})`` with open outer
-bins: ``edges`` (fine: the reference min, its percentiles and just above its max, so bin 0 is
-"below the reference range" and the last bin "above it") and ``psi_edges`` (its deciles, a
+bins: ``edges`` (fine: the reference min, its percentiles, 64 even steps and just above its
+max, so bin 0 is "below the reference range" and the last bin "above it") and ``psi_edges``
+(its deciles, a
 subset of ``edges``, so PSI bins are sums of fine bins). The drift processor histograms each
 window on ``edges``; KS, Wasserstein and PSI then compare histograms on the same grid.
 """
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 
 PROFILE_FORMAT = 1
-FINE_QUANTILES = tuple(q / 100 for q in range(1, 100))  # percentiles
+# percentiles, finer in the tails
+FINE_QUANTILES = (0.001, 0.002, 0.005, *(q / 100 for q in range(1, 100)), 0.995, 0.998, 0.999)
+FINE_SPAN_BINS = 64  # plus evenly spaced edges, so no bin is wider than 1/64 of the range
 PSI_QUANTILES = tuple(q / 10 for q in range(1, 10))  # deciles
 SCORE = "__score__"  # the profile key of the score distribution
 
@@ -70,7 +73,8 @@ def numeric_profile(values: np.ndarray) -> dict[str, Any]:
     psi_edges = np.unique(np.quantile(present, PSI_QUANTILES))
     inner = np.quantile(present, FINE_QUANTILES)
     above = float(np.nextafter(hi, math.inf))
-    edges = np.unique(np.concatenate([[lo], inner, psi_edges, [above]]))
+    span = np.linspace(lo, hi, FINE_SPAN_BINS + 1)
+    edges = np.unique(np.concatenate([[lo], inner, span, psi_edges, [above]]))
     counts = bin_counts(present, edges)
     psi_counts = bin_counts(present, psi_edges)
     return {
