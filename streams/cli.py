@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from streams.errors import RtscoreError
 from streams.log_throttle import RepeatThrottle
@@ -97,9 +98,25 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("version", nargs="?", help="version or alias (show, promote)")
     model.set_defaults(handler=_model)
 
-    bench = sub.add_parser("bench", help="benchmark the online feature stage on the real Redis")
-    bench.add_argument("--events", type=int, default=20_000)
-    bench.add_argument("--batch", type=int, default=1000)
+    bench = sub.add_parser(
+        "bench", help="throughput, latency, CPU and RSS: ceiling vs naive vs the worker"
+    )
+    bench.add_argument("--events", type=int, default=60_000, help="backlog events (60,000)")
+    bench.add_argument(
+        "--naive-events", type=int, default=5_000, help="the naive contender's backlog (5,000)"
+    )
+    bench.add_argument(
+        "--loads", default="0.25,0.5,0.8", help="offered loads, shares of rtscore's maximum"
+    )
+    bench.add_argument("--load-seconds", type=float, default=10.0, help="per load (10)")
+    bench.add_argument(
+        "--contenders", default="rtscore,ceiling,naive", help="any of rtscore,ceiling,naive"
+    )
+    bench.add_argument(
+        "--rss-events", type=int, default=0, help="then N more events through rtscore, RSS sampled"
+    )
+    bench.add_argument("--quick", action="store_true", help="a small smoke run")
+    bench.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(handler=_bench)
 
