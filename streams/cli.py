@@ -92,11 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--promote", action="store_true", help="make it the champion")
     train.set_defaults(handler=_train)
 
-    model = sub.add_parser("model", help="list, show, promote, roll back model versions")
-    model.add_argument("action", choices=["list", "show", "promote", "rollback"])
-    model.add_argument("name", nargs="?", help="model name (default: the pipeline's)")
-    model.add_argument("version", nargs="?", help="version or alias (show, promote)")
-    model.set_defaults(handler=_model)
+    from streams import model_command
+
+    model_command.add_parser(sub)
 
     bench = sub.add_parser(
         "bench", help="throughput, latency, CPU and RSS: ceiling vs naive vs the worker"
@@ -177,36 +175,6 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     if args.promote:
         Registry(settings.registry_root).set_alias(version.name, "champion", version.version)
         print(f"{version.name} v{version.version} is now the champion")
-    return 0
-
-
-def _model(settings: Settings, args: argparse.Namespace) -> int:
-    from models.registry import Registry
-    from streams.pipeline import load_pipeline
-
-    registry = Registry(settings.registry_root)
-    name = args.name or load_pipeline(settings.pipeline, settings.schemas_dir).model_name
-    if args.action == "list":
-        aliases = registry.aliases(name)
-        for v in registry.versions(name):
-            held = ",".join(a for a, ver in aliases.items() if ver == v.version)
-            auc = v.metadata.get("metrics", {}).get("auc_roc")
-            print(
-                f"{v.name} v{v.version}  {v.metadata.get('created_at', '')}  "
-                f"auc_roc={auc if auc is None else round(auc, 4)}  {held}"
-            )
-    elif args.action == "show":
-        print(json.dumps(registry.resolve(name, args.version or "champion").metadata, indent=2))
-    elif args.action == "promote":
-        if args.version is None:
-            print("rtscore model promote NAME VERSION", file=sys.stderr)
-            return 2
-        version = registry.resolve(name, args.version)
-        registry.set_alias(name, "champion", version.version)
-        print(f"{name} v{version.version} is now the champion (restart workers to pick it up)")
-    else:
-        version = registry.rollback(name)
-        print(f"{name} champion rolled back to v{version.version}")
     return 0
 
 

@@ -67,8 +67,38 @@ class WorkerMetrics:
         )
         self.model_info = Gauge(
             "rtscore_model_info",
-            "1 for the model version a worker serves",
-            ["pipeline", "model", "version", "variant", "sha256"],
+            "1 for each model version a worker serves, as an A/B arm or a shadow",
+            ["pipeline", "model", "version", "variant", "role", "sha256"],
+            registry=r,
+        )
+        self.shadow_scores = Counter(
+            "rtscore_shadow_scores",
+            "rows scored in shadow (recorded in predictions, never the decision)",
+            ["pipeline", "model", "version", "variant"],
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            "rtscore_shadow_failures",
+            "rows a shadow model could not score (their predictions lack that shadow)",
+            ["pipeline"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "rtscore_model_swaps",
+            "serving states applied without a restart (promote, rollback, split, shadow)",
+            ["pipeline"],
+            registry=r,
+        )
+        self.model_swaps_refused = Counter(
+            "rtscore_model_swaps_refused",
+            "serving states not applied (the serving version stays), by reason",
+            ["pipeline", "reason"],
+            registry=r,
+        )
+        self.model_swap_lag = Gauge(
+            "rtscore_model_swap_lag_seconds",
+            "seconds from the publication of the last serving state applied to its swap",
+            ["pipeline"],
             registry=r,
         )
 

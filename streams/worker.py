@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -130,11 +131,15 @@ class ScoringProcessor:
         name = self.pipeline.name
         m = self.metrics
         m.events_in.labels(name).inc(size)
-        model = self.scorer.model
-        if scored.predictions:
-            m.predictions_out.labels(name, model.name, str(model.version), model.variant).inc(
-                len(scored.predictions)
-            )
+        served = Counter(
+            (p["model_name"], p["model_version"], p["variant"]) for _, p in scored.predictions
+        )
+        for (model, version, variant), count in served.items():
+            m.predictions_out.labels(name, model, str(version), variant).inc(count)
+        for (model, version, variant), count in scored.shadow_scores.items():
+            m.shadow_scores.labels(name, model, str(version), variant).inc(count)
+        if scored.shadow_failures:
+            m.shadow_failures.labels(name).inc(scored.shadow_failures)
         if scored.late:
             m.late_events.labels(name).inc(scored.late)
         for _, error in scored.dead_letters:
@@ -213,8 +218,10 @@ def build_app(
     scoring: ScoringProcessor,
     outcomes: OutcomeProcessor | None,
     publisher: AckedPublisher,
+    background: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> faust.App:
-    """The faust app: an agent per input topic, concurrency 1 (faust #606), micro-batches."""
+    """The faust app: an agent per input topic, concurrency 1 (faust #606), micro-batches;
+    ``background`` tasks (the model-events follower) run beside them until the worker stops."""
     pipeline = scoring.pipeline
     datadir = settings.home / "worker" / pipeline.name
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -268,4 +275,6 @@ def build_app(
 
     if outcomes is not None:
         agent_for(settings.topics.outcomes, outcomes.process)
+    for task in background:
+        app.task(task)
     return app
