@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=1000.0, help="live events/s")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_demo)
+
+    from streams.backtest.command import add_backtest_parser
+    from streams.replay.command import add_replay_parser
+
+    add_replay_parser(sub)
+    add_backtest_parser(sub)
     return p
 
 

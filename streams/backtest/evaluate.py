@@ -1,0 +1,146 @@
+"""The figures of a backtest report, as plain data: metrics overall and per UTC day, ROC and
+precision-recall curves, score histograms, and per-day drift (PSI) of every feature."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import brier_score_loss, log_loss, precision_recall_curve, roc_curve
+
+from models import metrics
+from streams.backtest.dataset import Dataset
+from streams.backtest.score import ScoredVersion
+from streams.features import MS_PER_DAY
+
+CURVE_POINTS = 200
+HIST_BINS = 40
+PSI_BINS = 10
+PSI_FLOOR = 1e-4  # share given to an empty bin, so PSI stays finite
+
+
+def metric_set(
+    y: np.ndarray, s: np.ndarray, cards: np.ndarray, days: np.ndarray, k: int
+) -> dict[str, float]:
+    """The report's metrics of labelled rows ``y`` (0/1) scored ``s``; NaN where undefined."""
+    n = len(y)
+    positives = int(np.count_nonzero(y == 1))
+    both = 0 < positives < n
+    clipped = np.clip(s, 1e-15, 1 - 1e-15)
+    return {
+        "auc_roc": metrics.auc_roc(y, s),
+        "average_precision": metrics.average_precision(y, s),
+        "log_loss": float(log_loss(y, clipped, labels=[0, 1])) if n else math.nan,
+        "brier": float(brier_score_loss(y, s)) if n and both else _brier(y, s),
+        "card_precision_at_k": metrics.card_precision_at_k(y, s, cards, days, k) if n else math.nan,
+        "rows": float(n),
+        "positives": float(positives),
+        "mean_score": float(np.mean(s)) if n else math.nan,
+    }
+
+
+def _brier(y: np.ndarray, s: np.ndarray) -> float:
+    return float(np.mean((s - y) ** 2)) if len(y) else math.nan
+
+
+def evaluate(data: Dataset, versions: Sequence[ScoredVersion], k: int) -> dict[str, Any]:
+    """Overall and per-day metrics of every version, on the rows that have a label."""
+    known = ~np.isnan(data.labels)
+    y = data.labels[known].astype(np.int64)
+    cards = data.entity_keys[known]
+    days = np.floor_divide(data.event_time_ms[known], MS_PER_DAY)
+    day_list = np.unique(np.floor_divide(data.event_time_ms, MS_PER_DAY)).tolist()
+    out: dict[str, Any] = {"k": k, "days": [_day(d) for d in day_list], "models": {}}
+    for v in versions:
+        s = v.scores[known]
+        per_day = []
+        for d in day_list:
+            rows = days == d
+            per_day.append(metric_set(y[rows], s[rows], cards[rows], days[rows], k))
+        out["models"][v.label] = {
+            "overall": metric_set(y, s, cards, days, k),
+            "per_day": per_day,
+            "roc": _roc(y, s),
+            "precision_recall": _pr(y, s),
+            "histogram": _histogram(y, s),
+        }
+    return out
+
+
+def _day(day: int) -> str:
+    return np.datetime_as_string(np.datetime64(day * MS_PER_DAY, "ms"), unit="D")
+
+
+def _thin(*columns: np.ndarray) -> list[list[float]]:
+    """At most CURVE_POINTS points, first and last kept."""
+    n = len(columns[0])
+    pick: list[int] = (
+        np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int)).tolist()
+        if n
+        else []
+    )
+    return [[round(float(c[i]), 6) for c in columns] for i in pick]
+
+
+def _roc(y: np.ndarray, s: np.ndarray) -> list[list[float]]:
+    if len(np.unique(y)) < 2:
+        return []
+    fpr, tpr, _ = roc_curve(y, s)
+    return _thin(fpr, tpr)
+
+
+def _pr(y: np.ndarray, s: np.ndarray) -> list[list[float]]:
+    if not np.any(y == 1):
+        return []
+    precision, recall, _ = precision_recall_curve(y, s)
+    return _thin(recall[::-1], precision[::-1])
+
+
+def _histogram(y: np.ndarray, s: np.ndarray) -> dict[str, list[float]]:
+    edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
+    return {
+        "edges": [round(float(e), 6) for e in edges],
+        "negatives": np.histogram(s[y == 0], edges)[0].astype(float).tolist(),
+        "positives": np.histogram(s[y == 1], edges)[0].astype(float).tolist(),
+    }
+
+
+def psi(reference: np.ndarray, current: np.ndarray, edges: np.ndarray) -> float:
+    """Population stability index of ``current`` against ``reference`` over bins ``edges``."""
+    if not len(reference) or not len(current):
+        return math.nan
+    ref = np.histogram(reference, edges)[0] / len(reference)
+    cur = np.histogram(current, edges)[0] / len(current)
+    ref, cur = np.maximum(ref, PSI_FLOOR), np.maximum(cur, PSI_FLOOR)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def bin_edges(reference: np.ndarray) -> np.ndarray:
+    """Decile edges of the reference (its distinct values when it has few), open-ended."""
+    finite = reference[np.isfinite(reference)]
+    distinct = np.unique(finite)
+    if distinct.size <= PSI_BINS:
+        inner = (distinct[1:] + distinct[:-1]) / 2
+    else:
+        inner = np.unique(np.quantile(finite, np.linspace(0, 1, PSI_BINS + 1)[1:-1]))
+    return np.concatenate([[-np.inf], inner, [np.inf]])
+
+
+def drift(data: Dataset, feature_names: Sequence[str]) -> dict[str, Any]:
+    """PSI per feature and UTC day against the first day of the range (bins: its deciles)."""
+    days = np.floor_divide(data.event_time_ms, MS_PER_DAY)
+    day_list = np.unique(days).tolist()
+    first = days == day_list[0] if day_list else np.zeros(0, dtype=bool)
+    table: dict[str, list[float]] = {}
+    for j, name in enumerate(feature_names):
+        column = data.X[:, j]
+        base = column[first]
+        edges = bin_edges(base)
+        table[name] = [round(psi(base, column[days == d], edges), 6) for d in day_list]
+    return {
+        "reference": "first day of the range",
+        "days": [_day(d) for d in day_list],
+        "psi": table,
+    }

@@ -1,0 +1,1 @@
+"""`rtscore replay`: copy a time range of a topic to another topic, partition for partition."""
