@@ -44,7 +44,6 @@ def column_stats(column: Column, counts: Mapping[str, float], rows: float) -> di
             "chi_square_p_value",
             "new_category_share",
             "out_of_range_rate",
-            "mean",
         )
     )
     out.update(
