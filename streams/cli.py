@@ -118,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(handler=_bench)
 
+    from streams.drift.command import add_drift_parser
+
+    add_drift_parser(sub)
+
     demo = sub.add_parser("demo", help="the fraud demo, end to end, on the local infra")
     demo.add_argument("--live-seconds", type=float, default=30.0)
     demo.add_argument("--rate", type=float, default=1000.0, help="live events/s")
