@@ -24,15 +24,15 @@ def describe(meta: dict[str, Any], aliases: list[str]) -> dict[str, Any]:
             "trusted_types": art.get("trusted_types", []),
         },
         "estimator": meta.get("estimator", "unknown"),
-        "params": meta.get("params", {}),
+        "params": _own_params(meta.get("params", {})),
         "metrics": meta.get("metrics", {}),
         "training_data": {
             "events_topic": data.get("topic", "unknown"),
             "outcomes_topic": data.get("outcomes_topic", "unknown"),
             "range": _range(data.get("start_ms"), data.get("end_ms")),
             "read": _range(data.get("read_from_ms"), data.get("read_to_ms")),
-            "partition_offsets": data.get("partition_offsets", "unknown"),
-            "outcomes_partition_offsets": data.get("outcomes_partition_offsets", "unknown"),
+            "partition_offsets": _offsets(data.get("partition_offsets")),
+            "outcomes_partition_offsets": _offsets(data.get("outcomes_partition_offsets")),
             "rows": data.get("rows", "unknown"),
             "positives": data.get("positives", "unknown"),
             "label_rate": data.get("label_rate", "unknown"),
@@ -66,7 +66,7 @@ def render(desc: dict[str, Any]) -> str:
 def _render(value: dict[str, Any], depth: int, lines: list[str]) -> None:
     pad = "  " * depth
     for key, item in value.items():
-        if isinstance(item, dict) and item and key not in ("partition_offsets", "params"):
+        if isinstance(item, dict) and item:
             lines.append(f"{pad}{key}:")
             _render(item, depth + 1, lines)
         else:
@@ -75,12 +75,29 @@ def _render(value: dict[str, Any], depth: int, lines: list[str]) -> None:
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
     if isinstance(value, list):
         return ", ".join(map(str, value)) if value else "-"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_short(v)}" for k, v in value.items()) if value else "-"
     return str(value)
+
+
+def _own_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The final estimator's parameters when it sits in a Pipeline after a "model" step."""
+    own = {k.removeprefix("model__"): v for k, v in params.items() if k.startswith("model__")}
+    return own or params
+
+
+def _offsets(offsets: Any) -> str:
+    """{"0": [first, end], ...} as "0:[first,end) 1:[...)"."""
+    if not isinstance(offsets, dict):
+        return "unknown"
+    return " ".join(f"{p}:[{r[0]},{r[1]})" for p, r in sorted(offsets.items(), key=_by_int))
+
+
+def _by_int(item: tuple[str, Any]) -> tuple[int, str]:
+    return (int(item[0]), item[0]) if item[0].isdigit() else (-1, item[0])
 
 
 def _range(start_ms: Any, end_ms: Any) -> str:

@@ -8,28 +8,25 @@ topics and registering the result are the caller's business (``topic_reader``, `
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline as SkPipeline
-from sklearn.preprocessing import StandardScaler
 
 from models import metrics
+from models.estimators import BUILTIN, EstimatorSpec
 from streams.errors import ConfigError, InvalidEvent
 from streams.features import MS_PER_DAY
 from streams.features.offline import offline_features
 from streams.features.reference import FeatureResult
+from streams.join.policy import JoinPolicy, join_policy
 from streams.pipeline import Pipeline
 
-# Outcomes are a chargeback-style feed: most legitimate events never get one, so an event
-# without an outcome (by as_of) counts as legitimate.
-NO_OUTCOME_LABEL = 0
-ESTIMATORS = ("logistic_regression", "random_forest")
+ESTIMATORS = tuple(BUILTIN)
+NO_LABEL_TIME = -1  # label_time_ms of a row that no outcome labelled
 
 
 @dataclass(frozen=True)
@@ -42,6 +39,8 @@ class TrainingSet:
     event_time_ms: np.ndarray
     entity_keys: np.ndarray
     sha256: str  # of X's and y's shapes and bytes
+    n_unlabeled: int = 0  # events in range left out: no outcome and on_missing = "unlabeled"
+    label_time_ms: np.ndarray | None = None  # time of the outcome that labelled each row
 
     @property
     def n_rows(self) -> int:
@@ -50,6 +49,20 @@ class TrainingSet:
     @property
     def n_positive(self) -> int:
         return int(np.count_nonzero(self.y))
+
+    def subset(self, keep: np.ndarray) -> TrainingSet:
+        """The rows where ``keep`` is True, in the same order (hash recomputed)."""
+        X, y = self.X[keep], self.y[keep]
+        return dataclasses.replace(
+            self,
+            X=X,
+            y=y,
+            event_ids=self.event_ids[keep],
+            event_time_ms=self.event_time_ms[keep],
+            entity_keys=self.entity_keys[keep],
+            sha256=_hash_xy(X, y),
+            label_time_ms=None if self.label_time_ms is None else self.label_time_ms[keep],
+        )
 
 
 def build_training_set(
@@ -60,7 +73,7 @@ def build_training_set(
     as_of_ms: int | None = None,
     start_ms: int | None = None,
     end_ms: int | None = None,
-    no_outcome_label: int = NO_OUTCOME_LABEL,
+    policy: JoinPolicy | None = None,
     features: FeatureResult | None = None,
 ) -> TrainingSet:
     """Join decoded events with their outcomes into features and labels.
@@ -71,10 +84,13 @@ def build_training_set(
     event's own time, whatever ``as_of_ms`` says about labels. Pass ``features`` (the
     offline features of these events) to cut several sets from one computation.
 
-    An event's label is the ``label_field`` of its outcome (matched on the outcomes'
-    ``id_field`` = the events' ``id_field``); with ``as_of_ms`` only outcomes whose
-    ``time_field`` <= ``as_of_ms`` are known (point in time). When several known outcomes
-    label one event, the latest one counts. An event redelivered (same id) is kept once.
+    Labels follow the pipeline's ``[join]`` rule (``policy`` overrides it), the one the join
+    processor and backtests apply: an event is labelled by the ``label_field`` of the first
+    outcome of its id (outcomes' ``id_field`` = events' ``id_field``, in arrival order) whose
+    time is within ``max_delay`` of the event's; later outcomes are ignored. With
+    ``as_of_ms`` only outcomes whose ``time_field`` <= ``as_of_ms`` are known (point in
+    time). An event with none gets ``on_missing``: label 0 ("negative") or no row
+    ("unlabeled", counted in ``n_unlabeled``). An event redelivered (same id) is kept once.
     """
     spec = pipeline.outcomes
     if spec is None or spec.label_field is None:
@@ -83,6 +99,7 @@ def build_training_set(
             "label_field",
             hint="add an [outcomes] table with id_field, time_field and label_field",
         )
+    policy = policy or join_policy(pipeline)
     ev = pipeline.events
     key_field = ev.key_field or ev.id_field  # load_pipeline requires an events key_field
     if features is None:
@@ -94,15 +111,22 @@ def build_training_set(
         if not features.dropped[i] and lo <= e[ev.time_field] < hi:
             first.setdefault(e[ev.id_field], i)
     order = sorted(first.values(), key=lambda i: (events[i][ev.time_field], events[i][ev.id_field]))
-    rows = [events[i] for i in order]
 
-    labels = _known_labels(outcomes, spec.id_field, spec.time_field, spec.label_field, as_of_ms)
-    X = features.X[np.asarray(order, dtype=np.int64)] if order else features.X[:0]
-    y = np.fromiter(
-        (labels.get(e[ev.id_field], no_outcome_label) for e in rows),
-        dtype=np.int64,
-        count=len(rows),
-    )
+    times = {str(events[i][ev.id_field]): events[i][ev.time_field] for i in order}
+    known = label_events(pipeline, policy, times, outcomes, as_of_ms)
+    missing = policy.missing_label()
+    labels: list[int] = []
+    label_times: list[int] = []
+    kept: list[int] = []
+    for i in order:
+        label, at = known.get(str(events[i][ev.id_field]), (missing, NO_LABEL_TIME))
+        if label is not None:
+            kept.append(i)
+            labels.append(label)
+            label_times.append(at)
+    rows = [events[i] for i in kept]
+    X = features.X[np.asarray(kept, dtype=np.int64)] if kept else features.X[:0]
+    y = np.asarray(labels, dtype=np.int64)
     return TrainingSet(
         X=X,
         y=y,
@@ -112,20 +136,32 @@ def build_training_set(
         ),
         entity_keys=np.asarray([e[key_field] for e in rows]),
         sha256=_hash_xy(X, y),
+        n_unlabeled=len(order) - len(kept),
+        label_time_ms=np.asarray(label_times, dtype=np.int64),
     )
 
 
-def _known_labels(
+def label_events(
+    pipeline: Pipeline,
+    policy: JoinPolicy,
+    event_times: Mapping[str, int],
     outcomes: Sequence[Mapping[str, Any]],
-    id_field: str,
-    time_field: str,
-    label_field: str,
-    as_of_ms: int | None,
-) -> dict[Any, int]:
-    latest: dict[Any, tuple[int, int]] = {}  # event id -> (outcome time, label)
+    as_of_ms: int | None = None,
+) -> dict[str, tuple[int, int]]:
+    """str(event id) -> (label, outcome time) for the events of ``event_times`` (str(id) ->
+    event time) that an outcome labels under ``policy``: the first of their id, in the order
+    given, that is known by ``as_of_ms`` and within ``max_delay``."""
+    spec = pipeline.outcomes
+    assert spec is not None and spec.label_field is not None
+    id_field, time_field, label_field = spec.id_field, spec.time_field, spec.label_field
+    out: dict[str, tuple[int, int]] = {}
     for o in outcomes:
+        event_id = str(o[id_field])
         at = o[time_field]
-        if as_of_ms is not None and at > as_of_ms:
+        event_time = event_times.get(event_id)
+        if event_time is None or event_id in out or (as_of_ms is not None and at > as_of_ms):
+            continue
+        if not policy.in_window(event_time, at):
             continue
         label = o[label_field]
         if label not in (0, 1):  # True/False compare equal to 1/0
@@ -134,10 +170,36 @@ def _known_labels(
                 f"outcome for {id_field}={o[id_field]!r} has {label_field}={label!r}",
                 stage="train",
             )
-        seen = latest.get(o[id_field])
-        if seen is None or at >= seen[0]:
-            latest[o[id_field]] = (at, int(label))
-    return {event_id: label for event_id, (_, label) in latest.items()}
+        out[event_id] = (int(label), at)
+    return out
+
+
+def without_known_positives(
+    entity_keys: np.ndarray,
+    event_time_ms: np.ndarray,
+    positive_keys: np.ndarray,
+    known_at_ms: np.ndarray,
+) -> np.ndarray:
+    """Which rows to keep: False for a row on (UTC) day D whose entity had a positive label
+    known (its outcome arrived) before D began.
+
+    The positives are those of events from the first training day on, so this is the
+    handbook's "on test day T drop every card with a fraud from the first training day
+    through T - 8" when labels arrive 7 days after their events: a fraud of day T - 8 is
+    known on day T - 1, one of day T - 7 only on day T.
+    """
+    first_known: dict[Any, int] = {}
+    for key, at in zip(positive_keys.tolist(), known_at_ms.tolist(), strict=True):
+        if at != NO_LABEL_TIME and at < first_known.get(key, 2**63):
+            first_known[key] = at
+    day_start = np.floor_divide(event_time_ms, MS_PER_DAY) * MS_PER_DAY
+    known = np.fromiter(
+        (first_known.get(k, 2**63 - 1) for k in entity_keys.tolist()),
+        dtype=np.int64,
+        count=len(entity_keys),
+    )
+    keep: np.ndarray = known >= day_start
+    return keep
 
 
 def _hash_xy(X: np.ndarray, y: np.ndarray) -> str:
@@ -148,23 +210,38 @@ def _hash_xy(X: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def fit(X: np.ndarray, y: np.ndarray, estimator: str = "logistic_regression") -> SkPipeline:
-    """Standardise the inputs and fit the named estimator (the note's protocol settings)."""
-    if estimator == "logistic_regression":
-        model: Any = LogisticRegression()
-    elif estimator == "random_forest":
-        model = RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
-    else:
-        raise ConfigError(f"unknown estimator {estimator!r}", hint=f"use one of {ESTIMATORS}")
+def fit(
+    X: np.ndarray, y: np.ndarray, estimator: str | EstimatorSpec = "logistic_regression"
+) -> Any:
+    """Fit the estimator the spec describes (a built-in name: its protocol settings,
+    standardised) on ``X``, ``y``."""
+    spec = estimator if isinstance(estimator, EstimatorSpec) else _builtin(estimator)
     classes = np.unique(y)
     if classes.size < 2:
         raise ConfigError(
             f"the training set ({len(y)} rows) has only label {classes.tolist()}",
             hint="widen the training range, or wait until its outcomes have arrived",
         )
-    pipe = SkPipeline([("scaler", StandardScaler()), ("model", model)])
-    pipe.fit(X, y)
-    return pipe
+    model = spec.build()
+    try:
+        model.fit(X, y)
+    except ValueError as exc:
+        if type(exc).__name__ != "InvalidParameterError":  # scikit-learn's, a ValueError
+            raise
+        raise ConfigError(
+            f"[model] params of {spec.estimator} are invalid: {exc}",
+            hint="fix the value in the pipeline's [model] params table",
+        ) from exc
+    return model
+
+
+def _builtin(name: str) -> EstimatorSpec:
+    if name not in BUILTIN:
+        raise ConfigError(
+            f"unknown estimator {name!r}",
+            hint=f"use one of {ESTIMATORS}, or an EstimatorSpec with a class's dotted path",
+        )
+    return EstimatorSpec(name)
 
 
 def evaluate(

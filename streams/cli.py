@@ -86,8 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--test-days", type=int, default=7)
     train.add_argument(
         "--estimator",
-        choices=["logistic_regression", "random_forest"],
-        default="logistic_regression",
+        default=None,
+        help="logistic_regression, random_forest or a classifier's dotted path "
+        "(default: the pipeline's [model] estimator)",
     )
     train.add_argument("--promote", action="store_true", help="make it the champion")
     train.set_defaults(handler=_train)
@@ -168,10 +169,14 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     from models.from_topics import TrainPlan, train_from_topics
     from models.registry import Registry
+    from streams.errors import ConfigError
     from streams.pipeline import load_pipeline
 
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
-    start = dt.datetime.fromisoformat(args.start).replace(tzinfo=dt.UTC)
+    try:
+        start = dt.datetime.fromisoformat(args.start).replace(tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise ConfigError(f"--start {args.start!r} is not a date", hint="write YYYY-MM-DD") from exc
     plan = TrainPlan.by_days(
         int(start.timestamp() * 1000),
         args.train_days,
@@ -180,7 +185,11 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         args.estimator,
     )
     version, metrics = asyncio.run(train_from_topics(settings, pipeline, plan))
-    print(f"registered {version.name} v{version.version} sha256 {version.sha256[:12]}")
+    meta = version.metadata
+    print(
+        f"registered {version.name} v{version.version} ({meta['estimator']['estimator']}) "
+        f"sha256 {version.sha256[:12]}"
+    )
     print(json.dumps(metrics, indent=2))
     if args.promote:
         Registry(settings.registry_root).set_alias(version.name, "champion", version.version)

@@ -292,7 +292,7 @@ def test_describe_names_every_part_of_the_lineage(registry: Registry) -> None:
     assert desc["model"] == "fraud v1" and desc["aliases"] == ["champion"]
     assert desc["artifact"]["format"] == "skops"
     assert desc["training_data"]["events_topic"] == "rtscore.events"
-    assert desc["training_data"]["partition_offsets"] == {"0": [0, 60]}
+    assert desc["training_data"]["partition_offsets"] == "0:[0,60)"
     assert desc["features"]["spec_sha256"] == "f" * 64
     assert set(desc) >= {"params", "metrics", "code_version", "libraries", "created_at"}
     text = render(desc)

@@ -1,4 +1,5 @@
-"""Training sets (labels, point in time, dedupe), fitting and the offline metrics."""
+"""Training sets (labels by the join rule, point in time, dedupe), fitting, the evaluation
+protocol (known positives left out) and the offline metrics."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
+from models.estimators import EstimatorSpec, ModelConfig
+from models.from_topics import TrainPlan, split
 from models.metrics import auc_roc, average_precision, card_precision_at_k
-from models.training import TrainingSet, build_training_set, evaluate, fit
+from models.training import (
+    NO_LABEL_TIME,
+    TrainingSet,
+    build_training_set,
+    evaluate,
+    fit,
+    without_known_positives,
+)
 from streams.errors import ConfigError
 from streams.features import MS_PER_DAY
 from streams.features.offline import offline_features
+from streams.join.policy import JoinPolicy, join_policy
 from streams.pipeline import Pipeline, load_pipeline
 from streams.settings import DEMO_PIPELINE, REPO_ROOT
 
@@ -83,12 +94,99 @@ def test_only_outcomes_known_as_of_a_time_count(pipeline: Pipeline) -> None:
     assert labels(T0 + 2 * MS_PER_DAY) == [0, 1]  # time_field <= as_of counts
     assert labels(T0 + 7 * MS_PER_DAY - 1) == [0, 1]
     assert labels(T0 + 7 * MS_PER_DAY) == [1, 1]
-    assert labels(None) == [1, 0]  # everything known; the latest outcome wins
+    assert labels(None) == [1, 1]  # everything known; the first outcome wins
 
 
-def test_the_no_outcome_policy_is_an_argument(pipeline: Pipeline) -> None:
-    ts = build_training_set(pipeline, [tx(1, T0)], [], no_outcome_label=1)
-    assert ts.y.tolist() == [1]
+def test_labels_follow_the_join_rule(pipeline: Pipeline) -> None:
+    # The pipeline's [join]: the first outcome of an id within max_delay (30 days) labels
+    # it; later copies and corrections are ignored; none in time -> on_missing.
+    events = [tx(i, T0 + i * HOUR) for i in range(1, 6)]
+    outcomes = [
+        outcome(1, T0 + 8 * MS_PER_DAY, True),
+        outcome(1, T0 + 8 * MS_PER_DAY, True),  # a redelivered copy
+        outcome(2, T0 + 3 * MS_PER_DAY, False),
+        outcome(2, T0 + 5 * MS_PER_DAY, True),  # a later correction: ignored
+        outcome(3, T0 + 3 * HOUR + 30 * MS_PER_DAY + 1, True),  # 1 ms past max_delay
+        outcome(4, T0 + 4 * HOUR + 30 * MS_PER_DAY, True),  # exactly at max_delay
+        outcome(99, T0, True),  # labels no event in range
+    ]
+    ts = build_training_set(pipeline, events, outcomes)
+    assert join_policy(pipeline) == JoinPolicy(30 * MS_PER_DAY, "negative")
+    assert ts.event_ids.tolist() == [1, 2, 3, 4, 5]
+    assert ts.y.tolist() == [1, 0, 0, 1, 0]
+    assert ts.n_unlabeled == 0
+    assert ts.label_time_ms is not None
+    assert ts.label_time_ms.tolist() == [
+        T0 + 8 * MS_PER_DAY,
+        T0 + 3 * MS_PER_DAY,
+        NO_LABEL_TIME,
+        T0 + 4 * HOUR + 30 * MS_PER_DAY,
+        NO_LABEL_TIME,
+    ]
+
+    # on_missing = "unlabeled": events no outcome labelled in time are left out, counted.
+    unlabeled = build_training_set(
+        pipeline, events, outcomes, policy=JoinPolicy(30 * MS_PER_DAY, "unlabeled")
+    )
+    assert unlabeled.event_ids.tolist() == [1, 2, 4]
+    assert unlabeled.y.tolist() == [1, 0, 1]
+    assert unlabeled.n_unlabeled == 2
+    # A shorter max_delay: outcome 1 (8 days later) no longer labels its event.
+    short = build_training_set(pipeline, events, outcomes, policy=JoinPolicy(7 * MS_PER_DAY))
+    assert short.y.tolist() == [0, 0, 0, 0, 0]
+
+
+def test_known_positives_are_left_out_from_the_day_after_they_are_known() -> None:
+    day = [T0 + d * MS_PER_DAY for d in range(4)]
+    positive_keys = np.array(["A", "B", "C", "A"])
+    known_at = np.array([day[1] + 12 * HOUR, day[2], NO_LABEL_TIME, day[3] + HOUR])
+    rows = [  # (entity, time) -> kept?
+        ("A", day[1] + 10 * HOUR),  # known later that same day: kept
+        ("A", day[2] + HOUR),  # known before day 2 began: left out
+        ("B", day[2] + 5 * HOUR),  # known exactly at midnight, not before it: kept
+        ("B", day[3]),  # left out
+        ("C", day[3]),  # its "positive" was never labelled: kept
+        ("D", day[0]),  # no positive: kept
+    ]
+    keys = np.array([k for k, _ in rows])
+    times = np.array([t for _, t in rows], dtype=np.int64)
+
+    keep = without_known_positives(keys, times, positive_keys, known_at)
+
+    assert keep.tolist() == [True, False, True, False, True, True]
+
+
+def test_the_evaluation_leaves_out_cards_with_a_fraud_known_by_then(pipeline: Pipeline) -> None:
+    # The handbook's rule with a 7-day label delay: on test day T, drop every card with a
+    # fraud on any day from the first training day through T - 8. Train on day 0, skip
+    # days 1-7, test on days 8 and 9.
+    def at(d: int, hour: int = 12) -> int:
+        return T0 + d * MS_PER_DAY + hour * HOUR
+
+    frauds = {1: 0, 2: 1, 3: 2, 4: -1}  # card -> day of its fraud
+    events, outcomes, tid = [], [], 0
+    for card, fraud_day in frauds.items():
+        tid += 1
+        events.append(tx(tid, at(fraud_day), customer=card, amount=500.0))
+        outcomes.append(outcome(tid, at(fraud_day + 7), True))
+        for d in (0, 8, 9):
+            tid += 1
+            events.append(tx(tid, at(d, hour=card), customer=card))
+    events.sort(key=lambda e: e["tx_datetime"])
+    outcomes.sort(key=lambda o: o["outcome_datetime"])
+    plan = TrainPlan.by_days(T0, train_days=1, delay_days=7, test_days=2)
+
+    def test_rows(exclude: bool) -> list[tuple[int, int]]:
+        sets = split(pipeline, ModelConfig(exclude_known_positives=exclude), plan, events,
+                     outcomes, join_policy(pipeline))  # fmt: skip
+        days = (sets.test.event_time_ms - T0) // MS_PER_DAY
+        return list(zip(days.tolist(), sets.test.entity_keys.tolist(), strict=True))
+
+    everyone = [(d, card) for d in (8, 9) for card in (1, 2, 3, 4)]
+    assert test_rows(exclude=False) == everyone
+    # Day 8: card 1 (fraud on day 0 = T - 8). Day 9: cards 1 and 2 (day 1 = T - 8). Card 3's
+    # fraud (day 2) is not known by day 9; card 4's came before the first training day.
+    assert test_rows(exclude=True) == [(8, 2), (8, 3), (8, 4), (9, 3), (9, 4)]
 
 
 def test_the_hash_depends_on_the_rows_not_on_their_arrival_order(pipeline: Pipeline) -> None:
@@ -126,6 +224,8 @@ def test_fit_uses_the_protocol_estimators() -> None:
 
     with pytest.raises(ConfigError, match="unknown estimator"):
         fit(X, y, "svm")
+    with pytest.raises(ConfigError, match="params of logistic_regression are invalid"):
+        fit(X, y, EstimatorSpec("logistic_regression", {"C": -1.0}))
     with pytest.raises(ConfigError, match="only label"):
         fit(X, np.zeros(200, dtype=np.int64))
 
