@@ -1,0 +1,59 @@
+"""The join worker's faust app: one agent over the predictions and outcomes topics (one
+stream, so a batch's decisions never race another agent of the same worker), concurrency 1
+(faust #606), micro-batches; a timer for the heartbeat and the recovery of stopped workers."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.join.processor import JoinProcessor
+from streams.settings import Settings
+from streams.worker import input_record
+
+
+def build_join_app(settings: Settings, processor: JoinProcessor) -> faust.App:
+    pipeline = processor.pipeline
+    topics = settings.topics
+    datadir = settings.home / "join" / pipeline.name
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.topic_prefix}-{pipeline.name}-join",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        datadir=str(datadir),
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=settings.batch_max,
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        consumer_max_fetch_size=settings.fetch_bytes_per_partition,
+    )
+    channel = app.topic(
+        topics.predictions, topics.outcomes, key_serializer="raw", value_serializer="raw"
+    )
+    publisher = processor.publisher
+
+    async def consume(stream: faust.StreamT) -> None:
+        await publisher.start()
+        processor.started = True
+        try:
+            # take_events is on faust's Stream, not on its StreamT protocol.
+            async for batch in stream.take_events(  # type: ignore[attr-defined]
+                settings.batch_max, within=settings.batch_within_s
+            ):
+                await processor.process([input_record(event) for event in batch])
+        finally:
+            processor.started = False
+            await publisher.stop()
+
+    app.agent(channel, name=f"rtscore.join.{pipeline.name}", concurrency=1)(consume)
+
+    @app.timer(1.0)
+    async def heartbeat_and_recover() -> None:
+        # Wall clock only paces this check; what is decided follows the event-time watermark.
+        await processor.recover()
+
+    return app

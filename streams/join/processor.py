@@ -1,0 +1,384 @@
+"""The join processor: a micro-batch of predictions and outcomes in, labeled predictions, dead
+letters and closed performance windows out.
+
+Each batch: decode; raise the watermark; per bucket of events one Redis transaction that
+applies :mod:`streams.join.decide` and writes the decided records to the bucket's outbox;
+close what the watermark passed; publish; drop the acknowledged records from the outbox;
+report performance windows that no prediction can change any more. Only then does the
+batch return and faust commit its offsets.
+
+A decision is stored before its record is published, so a crash in between cannot lose it:
+the outbox entries of a worker that stopped heartbeating are published by a live one. A crash
+after the broker's ack but before the outbox entry is dropped (a millisecond window) publishes
+that record twice; the copy is identical (same prediction id and content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from streams.codecs import RecordCodec
+from streams.errors import DependencyUnavailable, InvalidEvent
+from streams.join.decide import (
+    OutcomeIn,
+    State,
+    Step,
+    add_outcome,
+    add_prediction,
+    close,
+    deadline,
+)
+from streams.join.metrics import JoinMetrics
+from streams.join.policy import join_policy
+from streams.join.state import BucketChange, JoinState, bucket_of
+from streams.performance.config import performance_config
+from streams.performance.windows import row_of, window_reports
+from streams.pipeline import Pipeline
+from streams.publisher import AckedPublisher, Outgoing
+from streams.scoring import InputRecord, dead_letter
+from streams.settings import Settings
+from streams.validation import EventDecoder
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DUE_PAGE = 2000  # events closed per bucket per transaction
+
+Item = tuple[str, Any]  # ("p", prediction dict) or ("o", OutcomeIn)
+
+
+class JoinProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        state: JoinState,
+        publisher: AckedPublisher,
+        metrics: JoinMetrics,
+        partitions: dict[str, int],
+    ) -> None:
+        if pipeline.outcomes is None:
+            raise ValueError(f"pipeline {pipeline.name} declares no [outcomes] to join")
+        self.pipeline = pipeline
+        self.outcomes = pipeline.outcomes
+        self.policy = join_policy(pipeline)
+        self.perf = performance_config(pipeline)
+        self.state = state
+        self.publisher = publisher
+        self.metrics = metrics
+        self.topics = settings.topics
+        # Every partition of both inputs must have been seen before the watermark exists.
+        self.required = [f"{t}/{p}" for t, n in partitions.items() for p in range(n)]
+        self.lease_ms = int(max(settings.session_timeout_s, 6.0) * 1000)
+        self.me = uuid.uuid4().hex[:12]
+        self.decoder = EventDecoder(pipeline.outcomes, max_bytes=settings.max_event_bytes)
+        schemas = settings.schemas_dir
+        self.prediction_codec = RecordCodec.from_file(schemas, "prediction.avsc")
+        self.labeled_codec = RecordCodec.from_file(schemas, "labeled_prediction.avsc")
+        self.dead_letter_codec = RecordCodec.from_file(schemas, "dead_letter.avsc")
+        self.report_codec = RecordCodec.from_file(schemas, "performance_report.avsc")
+        # One thread: Redis, Avro and sklearn stay off the event loop, in order.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-join")
+        self.watermark: int | None = None
+        self.in_flight: set[str] = set()
+        self.started = False
+
+    # -- the batch -------------------------------------------------------------------------
+    async def process(self, records: Sequence[InputRecord]) -> None:
+        """Decide, publish, confirm, report. Never raises: take_events acks regardless."""
+        outgoing, fields = await self._run(lambda: self._decide_safely(records))
+        await self._publish(outgoing, fields)
+        await self.report()
+
+    async def report(self) -> None:
+        """Publish the performance windows the watermark has closed."""
+        reports, starts = await self._run(self._close_windows)
+        if reports:
+            await self.publisher.publish(reports)
+        if starts:
+            await self._run(lambda: self._reported(starts))
+
+    async def recover(self) -> None:
+        """Heartbeat; publish the outbox entries of workers that stopped heartbeating."""
+        if not self.started:
+            return
+        outgoing, fields = await self._run(self._claim_dead)
+        if outgoing:
+            log.warning("publishing %d decided records of stopped workers", len(outgoing))
+            self.metrics.recovered.labels(self.pipeline.name).inc(len(outgoing))
+            await self._publish(outgoing, fields)
+
+    async def _publish(self, outgoing: list[Outgoing], fields: dict[int, list[str]]) -> None:
+        names = {n for ns in fields.values() for n in ns}
+        try:
+            await self.publisher.publish(outgoing)
+            if fields:
+                await self._run(lambda: self.state.confirm(fields))
+        finally:
+            self.in_flight -= names
+
+    async def _run(self, step: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        while True:
+            try:
+                return await loop.run_in_executor(self.executor, step)
+            except DependencyUnavailable as exc:
+                # Nothing of this batch is acked: decisions are idempotent, so a retry of a
+                # partly applied batch decides nothing twice.
+                self.metrics.dependency_waits.labels(self.pipeline.name).inc()
+                log.warning("join paused: %s; retrying in %.1fs", exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- steps in the worker thread ----------------------------------------------------------
+    def _decide_safely(
+        self, records: Sequence[InputRecord]
+    ) -> tuple[list[Outgoing], dict[int, list[str]]]:
+        try:
+            return self._decide(records)
+        except DependencyUnavailable:
+            raise
+        except Exception as exc:
+            # A bug must not lose the batch: keep its records whole in the dead-letter topic.
+            # Decisions already committed sit in the outbox; recovery publishes them.
+            log.exception("joining a batch of %d failed; dead-lettering it", len(records))
+            error = InvalidEvent(
+                "internal_error",
+                f"rtscore's join failed on this batch: {exc!r}. This is a bug, not bad input: "
+                "report it; replay the record from the dead-letter topic once fixed.",
+                stage="join",
+            )
+            return [self._dead_letter(r, error) for r in records], {}
+
+    def _decide(
+        self, records: Sequence[InputRecord]
+    ) -> tuple[list[Outgoing], dict[int, list[str]]]:
+        items: dict[int, list[Item]] = {}
+        outgoing: list[Outgoing] = []
+        counts: Counter[str] = Counter()
+        seen: dict[str, int] = {}
+        windows: set[int] = set()
+        for record in records:
+            try:
+                kind, item, event_id, when = self._parse(record)
+            except InvalidEvent as exc:
+                outgoing.append(self._dead_letter(record, exc))
+                counts["invalid_record"] += 1
+                continue
+            source = f"{record.topic}/{record.partition}"
+            seen[source] = max(seen.get(source, when), when)
+            if kind == "p":
+                windows.add(self.perf.window_start(item["event_time"]))
+            items.setdefault(bucket_of(event_id), []).append((kind, item))
+        marks = self.state.raise_watermarks(seen, windows)
+        if all(name in marks for name in self.required):
+            self.watermark = min(marks[name] for name in self.required)
+            self.metrics.watermark.labels(self.pipeline.name).set(self.watermark)
+        fields: dict[int, list[str]] = {}
+        for bucket, bucket_items in items.items():
+            ids = list(dict.fromkeys(_event_id(item) for item in bucket_items))
+            change = self.state.change(bucket, ids, partial(self._apply, items=bucket_items))
+            self._collect(bucket, change, outgoing, fields)
+            counts.update(change.counts)
+        counts.update(self._expire(outgoing, fields))
+        self.metrics.count(self.pipeline.name, dict(counts))
+        self._hold(fields)
+        return outgoing, fields
+
+    def _expire(self, outgoing: list[Outgoing], fields: dict[int, list[str]]) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        watermark = self.watermark
+        if watermark is None:
+            return counts
+        while True:
+            due = self.state.due(watermark, DUE_PAGE)
+            if not due:
+                return counts
+            for bucket, ids in due.items():
+                change = self.state.change(bucket, ids, lambda s: self._close_all(s, watermark))
+                self._collect(bucket, change, outgoing, fields)
+                counts.update(change.counts)
+
+    def _parse(self, record: InputRecord) -> tuple[str, Any, str, int]:
+        if record.value is None:
+            raise InvalidEvent("undecodable", "the record has no value", stage="decode")
+        if record.topic == self.topics.predictions:
+            pred = self.prediction_codec.decode(record.value)
+            return "p", pred, pred["event_id"], int(pred["event_time"])
+        fields = self.decoder.decode(record.value, record.headers)
+        spec = self.outcomes
+        label = 1 if spec.label_field is None else int(bool(fields[spec.label_field]))
+        outcome = OutcomeIn(
+            event_id=str(fields[spec.id_field]),
+            time_ms=int(fields[spec.time_field]),
+            event_time_ms=(
+                int(fields[spec.event_time_field]) if spec.event_time_field is not None else None
+            ),
+            label=label,
+            fields=fields,
+            record=record,
+        )
+        return "o", outcome, outcome.event_id, outcome.time_ms
+
+    def _apply(self, states: dict[str, State | None], items: list[Item]) -> BucketChange:
+        """The pure part of a bucket's transaction: may run again on fresher states."""
+        current = dict(states)
+        steps: list[Step] = []
+        for kind, item in items:
+            event_id = _event_id((kind, item))
+            if kind == "p":
+                step = add_prediction(current[event_id], item, self.policy)
+            else:
+                step = add_outcome(current[event_id], item, self.policy)
+            current[event_id] = step.state
+            steps.append(step)
+        if self.watermark is not None:
+            for event_id, state in current.items():
+                if state is not None:
+                    step = close(state, self.watermark, self.policy)
+                    current[event_id] = step.state
+                    steps.append(step)
+        touched = {e: s for e, s in current.items() if s is not None and s is not states[e]}
+        return self._change(touched, steps)
+
+    def _close_all(self, states: dict[str, State | None], watermark: int) -> BucketChange:
+        steps: list[Step] = []
+        touched: dict[str, State] = {}
+        gone: list[str] = []
+        for event_id, state in states.items():
+            if state is None:  # its key expired (TTL): nothing left to close
+                gone.append(event_id)
+                continue
+            step = close(state, watermark, self.policy)
+            touched[event_id] = step.state
+            steps.append(step)
+        change = self._change(touched, steps)
+        change.due.update(dict.fromkeys(gone))
+        return change
+
+    def _change(self, touched: dict[str, State], steps: list[Step]) -> BucketChange:
+        change = BucketChange(states=touched)
+        change.due = {e: deadline(s, self.policy) for e, s in touched.items()}
+        counts: Counter[str] = Counter()
+        for step in steps:
+            counts.update(step.counts)
+            for labeled in step.labeled:
+                value = self.labeled_codec.encode(labeled)
+                change.outbox[f"L:{labeled['prediction_id']}"] = self._entry(
+                    self.topics.labeled,
+                    labeled["entity_key"].encode(),
+                    value,
+                    labeled["labeled_time"],
+                )
+                start = self.perf.window_start(labeled["event_time"])
+                change.rows.setdefault(start, {})[labeled["prediction_id"]] = row_of(labeled)
+            for record, error in step.dead:
+                name = f"D:{record.topic}/{record.partition}/{record.offset}"
+                _, key, value, ts = self._dead_letter(record, error)
+                change.outbox[name] = self._entry(self.topics.dlq, key, value, ts)
+        change.counts = dict(counts)
+        return change
+
+    def _entry(self, topic: str, key: bytes | None, value: bytes, ts: int) -> str:
+        return json.dumps(
+            {
+                "owner": self.me,
+                "topic": topic,
+                "key": None if key is None else base64.b64encode(key).decode(),
+                "value": base64.b64encode(value).decode(),
+                "ts": ts,
+            }
+        )
+
+    def _collect(
+        self,
+        bucket: int,
+        change: BucketChange,
+        outgoing: list[Outgoing],
+        fields: dict[int, list[str]],
+    ) -> None:
+        for name, raw in change.outbox.items():
+            outgoing.append(_outgoing(raw))
+            fields.setdefault(bucket, []).append(name)
+
+    def _dead_letter(self, record: InputRecord, error: InvalidEvent) -> Outgoing:
+        value = self.dead_letter_codec.encode(dead_letter(record, error, self.pipeline.name))
+        return (self.topics.dlq, record.key, value, record.timestamp_ms)
+
+    def _claim_dead(self) -> tuple[list[Outgoing], dict[int, list[str]]]:
+        now = int(time.time() * 1000)
+        alive = self.state.heartbeat(self.me, now)
+        dead = {w for w, beat in alive.items() if w != self.me and now - beat > self.lease_ms}
+        outgoing: list[Outgoing] = []
+        fields: dict[int, list[str]] = {}
+        for bucket, entries in self.state.outboxes().items():
+            owners = {name: json.loads(raw)["owner"] for name, raw in entries.items()}
+            # Mine and not being published: left by a batch that failed after deciding.
+            found = {
+                n: entries[n]
+                for n, owner in owners.items()
+                if owner == self.me and n not in self.in_flight
+            }
+            orphaned = [n for n, owner in owners.items() if owner in dead]
+            if orphaned:
+                found.update(self.state.claim(bucket, orphaned, dead, self.me))
+            for name, raw in found.items():
+                outgoing.append(_outgoing(raw))
+                fields.setdefault(bucket, []).append(name)
+        self.state.forget_workers(dead)
+        self._hold(fields)
+        return outgoing, fields
+
+    def _hold(self, fields: dict[int, list[str]]) -> None:
+        # In this thread, before the event loop sees the result: recovery (the same thread)
+        # must never take a record that a batch is about to publish.
+        self.in_flight.update(n for names in fields.values() for n in names)
+
+    def _reported(self, starts: list[int]) -> None:
+        for start in starts:
+            self.state.window_reported(start)
+
+    def _close_windows(self) -> tuple[list[Outgoing], list[int]]:
+        if self.watermark is None:
+            return [], []
+        policy = self.policy
+        # A window is final once every prediction in it is decided: its last event's window
+        # (max_delay) and the grace have passed the watermark.
+        before = self.watermark - self.perf.window_ms - policy.max_delay_ms - policy.grace_ms
+        outgoing: list[Outgoing] = []
+        starts: list[int] = []
+        now = int(time.time() * 1000)
+        for start in self.state.closable_windows(before):
+            if not self.state.claim_report(start, self.me, self.lease_ms):
+                continue
+            reports = window_reports(
+                self.state.window_rows(start), self.pipeline.name, start, self.perf, now
+            )
+            key = self.pipeline.name.encode()
+            outgoing.extend(
+                (self.topics.performance, key, self.report_codec.encode(r), start) for r in reports
+            )
+            self.metrics.report(reports)
+            starts.append(start)
+        return outgoing, starts
+
+
+def _event_id(item: Item) -> str:
+    kind, value = item
+    return str(value["event_id"]) if kind == "p" else value.event_id
+
+
+def _outgoing(raw: str) -> Outgoing:
+    entry = json.loads(raw)
+    key = None if entry["key"] is None else base64.b64decode(entry["key"])
+    return (entry["topic"], key, base64.b64decode(entry["value"]), entry["ts"])

@@ -1,0 +1,1 @@
+"""Online model performance: labeled predictions per event-time window, per model version."""
