@@ -130,11 +130,11 @@ class ModelSwapper:
             )
         except ServingRefused as exc:
             self.metrics.model_swaps_refused.labels(self.pipeline.name, exc.reason).inc()
+            # Formatted here: the log throttle keys on the message, and each change counts.
             log.error(
-                "not serving %s (%s by %s): %s; still serving %s",
-                state.describe(), state.action, state.actor or "?", exc.message,
-                self.state.describe(),
-            )  # fmt: skip
+                f"not serving {state.describe()} ({state.action} by {state.actor or '?'}): "
+                f"{exc.message}; still serving {self.state.describe()}"
+            )
             return False
         # One attribute write on the event loop: the batch thread reads the routing once per
         # batch, so every batch is scored by the old routing or the new one, whole.
@@ -145,8 +145,10 @@ class ModelSwapper:
         lag = time.time() - state.time_ms / 1000 if state.time_ms else float("nan")
         if state.time_ms:
             self.metrics.model_swap_lag.labels(self.pipeline.name).set(lag)
-        log.info("now serving %s (%s by %s, %.2fs after it was published)",
-                 state.describe(), state.action, state.actor or "?", lag)  # fmt: skip
+        log.info(
+            f"now serving {state.describe()} ({state.action} by {state.actor or '?'}, "
+            f"{lag:.2f}s after it was published)"
+        )
         return True
 
     def show_info(self) -> None:
