@@ -128,12 +128,16 @@ class ModelSwapper:
             routing, loaded = await loop.run_in_executor(
                 self.executor, load_routing, self.registry, self.pipeline, state, self.loaded
             )
-        except ServingRefused as exc:
-            self.metrics.model_swaps_refused.labels(self.pipeline.name, exc.reason).inc()
+        except Exception as exc:
+            # Whatever went wrong, the follower goes on and the serving routing stays.
+            reason = exc.reason if isinstance(exc, ServingRefused) else "error"
+            message = exc.message if isinstance(exc, ServingRefused) else repr(exc)
+            self.metrics.model_swaps_refused.labels(self.pipeline.name, reason).inc()
             # Formatted here: the log throttle keys on the message, and each change counts.
             log.error(
                 f"not serving {state.describe()} ({state.action} by {state.actor or '?'}): "
-                f"{exc.message}; still serving {self.state.describe()}"
+                f"{message}; still serving {self.state.describe()}",
+                exc_info=not isinstance(exc, ServingRefused),
             )
             return False
         # One attribute write on the event loop: the batch thread reads the routing once per

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
-import json
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -67,10 +66,9 @@ def model_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "list":
         _list(registry, name)
     elif args.action == "show":
-        ref = values[0] if values else "champion"
-        describe = getattr(registry, "describe", None)
-        shown = describe(name, ref) if describe else registry.resolve(name, ref).metadata
-        print(json.dumps(shown, indent=2))
+        from models.lineage import render
+
+        print(render(registry.describe(name, values[0] if values else "champion")))
     elif args.action == "serving":
         _serving(settings, registry, name)
     else:

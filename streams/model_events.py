@@ -112,7 +112,7 @@ async def follow(
                     offset = message.offset + 1
                 if latest is not None:
                     await on_state(latest)
-        except KafkaError as exc:
+        except Exception as exc:  # KafkaError above all; whatever it is, keep following
             log.warning("following %s failed (%r); retrying in 1s", topic, exc)
             await asyncio.sleep(1.0)
         finally:
