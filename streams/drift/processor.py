@@ -24,6 +24,7 @@ from streams.drift.config import DriftConfig
 from streams.drift.histogram import aggregate
 from streams.drift.metrics import DriftMetrics
 from streams.drift.report import Reference, build_report
+from streams.drift.tail import format_report
 from streams.drift.window_state import Item, WindowState
 from streams.errors import DependencyUnavailable, InvalidEvent
 from streams.pipeline import Pipeline
@@ -176,13 +177,9 @@ class DriftProcessor:
                 )
                 await self._run(lambda w=window, lw=label_window: self.state.finish(w, lw))  # type: ignore[misc]
                 self.metrics.observe(report)
-                log.info(
-                    "window %s: %s, %d rows, drifted %s",
-                    time.strftime("%Y-%m-%d %H:%M", time.gmtime(window / 1000)),
-                    report["status"],
-                    report["rows"],
-                    ", ".join(report["drifted"]) or "none",
-                )
+                # formatted first: the log's repeat throttle keys on the message text
+                for line in format_report(report):
+                    log.info(line)
 
     def _claim(self) -> list[tuple[int, int | None, dict[str, Any]]]:
         c = self.config

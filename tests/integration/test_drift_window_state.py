@@ -1,0 +1,90 @@
+"""Window counts in the real Redis: merged across partitions and workers, redelivery adds
+nothing, a window closes only when every partition has passed it, and is claimed once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+import redis
+
+from streams.drift.window_state import Item, WindowState
+
+pytestmark = pytest.mark.integration
+DAY = 86_400_000
+
+
+@pytest.fixture
+def client(redis_url: str, unique_prefix: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    for key in c.scan_iter(match=f"*{unique_prefix}*"):
+        c.delete(key)
+
+
+def ones(idx: Sequence[int]) -> dict[str, float]:
+    return {"rows": float(len(idx)), "x": 2.0 * len(idx)}
+
+
+def items(partition: int, offsets: range, window: int = 0) -> list[Item]:
+    return [Item(partition, o, window, i) for i, o in enumerate(offsets)]
+
+
+def test_two_workers_merge_and_redelivery_adds_nothing(
+    client: redis.Redis, unique_prefix: str
+) -> None:
+    a = WindowState(client, unique_prefix, "p")
+    b = WindowState(client, unique_prefix, "p")  # a second worker on the same pipeline
+    assert a.apply("t", items(0, range(0, 100)), ones) == 0
+    assert b.apply("t", items(1, range(0, 50)), ones) == 0
+    # the whole first batch again, then one that overlaps what was applied: only new rows
+    a.apply("t", items(0, range(0, 100)), ones)
+    b.apply("t", items(0, range(80, 130)), ones)
+    assert a.counts(0) == {"rows": 180.0, "x": 360.0}
+    # another topic's partition 0 is another offset sequence
+    a.apply("u", items(0, range(0, 10)), ones)
+    assert a.counts(0)["rows"] == 190.0
+
+
+def test_a_window_closes_when_every_partition_passed_it_and_is_claimed_once(
+    client: redis.Redis, unique_prefix: str
+) -> None:
+    a = WindowState(client, unique_prefix, "p")
+    b = WindowState(client, unique_prefix, "p")
+    a.apply("t", items(0, range(0, 5), window=0), ones)
+    a.apply("t", items(0, range(5, 10), window=DAY), ones)
+    a.raise_watermarks({0: 2 * DAY + 5})
+    assert a.closable(2, DAY, 0) == [], "partition 1 has not been seen"
+    b.raise_watermarks({1: DAY + 10})
+    b.raise_watermarks({1: DAY - 10})  # a lower time never lowers a watermark
+    assert a.closable(2, DAY, 5) == [0]
+    assert a.closable(2, DAY, 20) == [], "grace not passed yet"
+    assert [a.claim(0), b.claim(0)] == [True, False]
+    a.finish(0, None)
+    assert b.claim(0) is False
+    assert a.closable(2, DAY, 5) == []
+    # rows for a reported window are late: counted, not applied
+    assert b.apply("t", items(1, range(0, 3), window=0), ones) == 3
+    assert a.counts(0)["rows"] == 5.0
+
+
+def test_a_released_claim_can_be_taken_again(client: redis.Redis, unique_prefix: str) -> None:
+    a = WindowState(client, unique_prefix, "p")
+    b = WindowState(client, unique_prefix, "p")
+    assert a.claim(0)
+    a.release(0)
+    assert b.claim(0)
+
+
+def test_labels_are_kept_apart_and_forgotten_once_reported(
+    client: redis.Redis, unique_prefix: str
+) -> None:
+    s = WindowState(client, unique_prefix, "p")
+    s.apply("t", items(0, range(0, 10)), ones)
+    s.apply("o", items(0, range(0, 4)), lambda idx: {"pos": float(len(idx))}, labels=True)
+    s.apply("o", items(0, range(0, 4)), lambda idx: {"pos": float(len(idx))}, labels=True)
+    assert s.counts(0, labels=True) == {"pos": 4.0}
+    s.finish(DAY, label_window=0)
+    assert s.counts(0) == {} and s.counts(0, labels=True) == {}
+    late = s.apply("o", items(0, range(4, 6)), lambda idx: {"pos": 1.0}, labels=True)
+    assert late == 2
