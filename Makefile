@@ -12,10 +12,10 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	@command -v redis-server >/dev/null && command -v kcat >/dev/null || { \
-	  echo "installing Debian packages redis-server kcat"; \
+	@command -v redis-server >/dev/null && command -v kcat >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing Debian packages redis-server kcat prometheus (for promtool)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server kcat >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server kcat prometheus >/dev/null; }
 	@command -v java >/dev/null || { echo "Java 17+ is needed for the local Kafka broker: apt-get install openjdk-17-jre-headless"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is needed to fetch the broker's jars: apt-get install maven"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Python packages into .venv, redis-server and kcat when missing
+install: $(STAMP) ## Python packages into .venv, redis-server, kcat and promtool when missing
 
 demo: $(STAMP) ## the fraud demo end to end: local Kafka + Redis, history, training, live scoring
 	$(BIN)/rtscore demo

@@ -39,13 +39,14 @@ class DriftConfig:
     grace_ms: int = 600_000
     categorical: tuple[str, ...] = ()
     label_lag_windows: int = 30  # labels of window w are complete w + lag windows later
+    labels: bool = True  # label drift (needs [outcomes] with label_field, event_time_field)
     min_rows: int = 200  # smaller windows are reported but never alert
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 def parse_drift(raw: dict[str, Any], where: str) -> DriftConfig:
     """Parse ``[drift]`` (every key optional); unknown keys are refused."""
-    known = {"window", "grace", "categorical", "label_lag", "min_rows", "thresholds"}
+    known = {"window", "grace", "categorical", "label_lag", "labels", "min_rows", "thresholds"}
     extra = set(raw) - known
     if extra:
         raise ConfigError(
@@ -74,6 +75,7 @@ def parse_drift(raw: dict[str, Any], where: str) -> DriftConfig:
         grace_ms=grace_ms,
         categorical=tuple(str(c) for c in raw.get("categorical", ())),
         label_lag_windows=max(0, -(-lag_ms // window_ms)),
+        labels=bool(raw.get("labels", True)),
         min_rows=int(raw.get("min_rows", 200)),
         thresholds=thresholds,
     )

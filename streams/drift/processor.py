@@ -71,9 +71,11 @@ class DriftProcessor:
         spec = pipeline.outcomes
         self.outcome_decoder = (
             EventDecoder(spec, max_bytes=settings.max_event_bytes)
-            if spec is not None and spec.label_field and spec.event_time_field
+            if config.labels and spec is not None and spec.label_field and spec.event_time_field
             else None
         )
+        # label drift waits for the outcomes: set by serve once their partitions are known
+        self.outcome_partitions = 0
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-drift")
         self._closing = asyncio.Lock()
 
@@ -91,6 +93,7 @@ class DriftProcessor:
 
     async def outcomes(self, records: Sequence[Record]) -> None:
         await self._safely(self.topics.outcomes, lambda: self._apply_outcomes(records))
+        await self.close_ready()
 
     def _apply_predictions(self, records: Sequence[Record]) -> None:
         topic = self.topics.predictions
@@ -149,12 +152,15 @@ class DriftProcessor:
         topic = self.topics.outcomes
         positive: list[float] = []
         items: list[Item] = []
+        marks: dict[int, int] = {}
         for r in records:
             try:
                 o = decoder.decode(r.value, r.headers)
             except InvalidEvent:
                 continue  # the scoring worker dead-letters invalid outcomes
             t = int(o[str(spec.event_time_field)])
+            known = int(o[spec.time_field])
+            marks[r.partition] = max(marks.get(r.partition, known), known)
             items.append(Item(r.partition, r.offset, self.window_of(t), len(positive)))
             positive.append(1.0 if o[str(spec.label_field)] in (1, True) else 0.0)
 
@@ -162,6 +168,7 @@ class DriftProcessor:
             return {"pos": sum(positive[i] for i in idx)}
 
         self._count(topic, len(items), self.state.apply(topic, items, counts, labels=True))
+        self.state.raise_watermarks(marks, outcomes=True)
 
     # -- closing windows ---------------------------------------------------------------------
 
@@ -184,7 +191,10 @@ class DriftProcessor:
     def _claim(self) -> list[tuple[int, int | None, dict[str, Any]]]:
         c = self.config
         out = []
-        for window in self.state.closable(self.partitions, c.window_ms, c.grace_ms):
+        closable = self.state.closable(
+            self.partitions, c.window_ms, c.grace_ms, self.outcome_partitions
+        )
+        for window in closable:
             if not self.state.claim(window):
                 continue
             counts = self.state.counts(window)

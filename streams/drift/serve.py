@@ -73,6 +73,10 @@ def build_processor(
     processor = DriftProcessor(
         settings, pipeline, config, reference, state, publisher, metrics, partitions
     )
+    if processor.outcome_decoder is not None:
+        processor.outcome_partitions = loop.run_until_complete(
+            partition_count(settings, settings.topics.outcomes)
+        )
     return processor, publisher
 
 

@@ -89,6 +89,10 @@ class WindowState:
         return f"{{{self.base}}}:wm"
 
     @property
+    def outcome_wm_key(self) -> str:
+        return f"{{{self.base}}}:owm"
+
+    @property
     def open_key(self) -> str:
         return f"{{{self.base}}}:open"
 
@@ -151,28 +155,42 @@ class WindowState:
                 return len(rows)
             log.info("offsets of window %d moved under us; re-reading them", window)
 
-    def raise_watermarks(self, times: Mapping[int, int]) -> None:
+    def raise_watermarks(self, times: Mapping[int, int], outcomes: bool = False) -> None:
+        """Raise partitions' watermarks (of the predictions, or of the outcomes' label times)."""
         if not times:
             return
         args: list[str | int] = []
         for partition, t in times.items():
             args += [str(partition), int(t)]
         try:
-            self._raise(keys=[self.wm_key], args=args)
+            self._raise(keys=[self.outcome_wm_key if outcomes else self.wm_key], args=args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise DependencyUnavailable(f"Redis unavailable for drift state: {exc}") from exc
 
     # -- closing ---------------------------------------------------------------------------
 
-    def closable(self, partitions: int, window_ms: int, grace_ms: int) -> list[int]:
-        """Open windows that every partition's watermark has passed (end + grace)."""
-        marks: dict[bytes, bytes] = self.client.hgetall(self.wm_key)  # type: ignore[assignment]
-        if len(marks) < partitions:
+    def closable(
+        self, partitions: int, window_ms: int, grace_ms: int, outcome_partitions: int = 0
+    ) -> list[int]:
+        """Open windows that every partition's watermark has passed (end + grace).
+
+        With ``outcome_partitions``, the outcomes' watermarks (label times) must have passed
+        the window's end too: then the labels of the window ``label_lag`` earlier are in.
+        """
+        low = self._low(self.wm_key, partitions)
+        if outcome_partitions:
+            low = min(low, self._low(self.outcome_wm_key, outcome_partitions))
+        if low == -(2**63):
             return []
-        low = min(int(v) for v in marks.values())
         latest_start = low - grace_ms - window_ms
         starts: list[bytes] = self.client.zrangebyscore(self.open_key, "-inf", latest_start)  # type: ignore[assignment]
         return sorted(int(w) for w in starts)
+
+    def _low(self, key: str, partitions: int) -> int:
+        marks: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
+        if len(marks) < partitions:
+            return -(2**63)
+        return min(int(v) for v in marks.values())
 
     def claim(self, window: int) -> bool:
         """True for the one caller that may report ``window`` now."""

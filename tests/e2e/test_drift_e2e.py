@@ -156,7 +156,12 @@ def test_two_processors_report_each_window_once_with_global_counts(
     test_settings: Settings, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(0)
-    settings = test_settings
+    # predictions only: without outcomes, label drift (which waits for them) is off
+    pipeline_file = tmp_path / "fraud.toml"
+    text = test_settings.pipeline.read_text()
+    pipeline_file.write_text(text.replace("[drift]\n", "[drift]\nlabels = false\n", 1))
+    assert "labels = false" in pipeline_file.read_text()
+    settings = test_settings.model_copy(update={"pipeline": pipeline_file})
     width = len(load_pipeline(settings.pipeline, settings.schemas_dir).feature_names)
     model = _register(settings, rng)
     asyncio.run(ensure_topics(settings))

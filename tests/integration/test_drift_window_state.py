@@ -88,3 +88,17 @@ def test_labels_are_kept_apart_and_forgotten_once_reported(
     assert s.counts(0) == {} and s.counts(0, labels=True) == {}
     late = s.apply("o", items(0, range(4, 6)), lambda idx: {"pos": 1.0}, labels=True)
     assert late == 2
+
+
+def test_with_label_drift_a_window_waits_for_the_outcomes_too(
+    client: redis.Redis, unique_prefix: str
+) -> None:
+    s = WindowState(client, unique_prefix, "p")
+    s.apply("t", items(0, range(0, 5)), ones)
+    s.raise_watermarks({0: 3 * DAY})
+    assert s.closable(1, DAY, 0, outcome_partitions=1) == [], "no outcome seen yet"
+    s.raise_watermarks({0: DAY // 2}, outcomes=True)
+    assert s.closable(1, DAY, 0, outcome_partitions=1) == [], "outcomes are behind"
+    s.raise_watermarks({0: DAY}, outcomes=True)
+    assert s.closable(1, DAY, 0, outcome_partitions=1) == [0]
+    assert s.closable(1, DAY, 0) == [0]
