@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_replay_parser(sub)
     add_backtest_parser(sub)
+    from streams.join.commands import add_join_commands
+
+    add_join_commands(sub)
     return p
 
 

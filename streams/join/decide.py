@@ -8,7 +8,7 @@ The state of an event is a small JSON-able dict (stored in Redis by :mod:`stream
         ``orphan`` (the outcome's prediction never came; dead-lettered)
 ``p``   the prediction (the fields a LabeledPrediction carries)
 ``o``   the outcome that labels (or waits to label) the event, with its source record
-``seen`` sources (topic/partition/offset) of every outcome record already counted, so a
+``seen`` sources (topic/partition/offset) of every record already counted, so a
         redelivered record changes nothing
 
 Every decision is final: a labeled record is emitted once, when the state leaves ``wait_o``.
@@ -75,15 +75,23 @@ def prediction_state(prediction: dict[str, Any]) -> dict[str, Any]:
     return {name: prediction[name] for name in PREDICTION_FIELDS}
 
 
-def add_prediction(state: State | None, prediction: dict[str, Any], policy: JoinPolicy) -> Step:
-    """A prediction arrives: it waits for its outcome, or meets the one already waiting."""
+def add_prediction(
+    state: State | None, prediction: dict[str, Any], source: str, policy: JoinPolicy
+) -> Step:
+    """A prediction arrives: it waits for its outcome, or meets the one already waiting.
+
+    ``source`` (topic/partition/offset) tells a redelivered record from a second record of
+    the same event (e.g. the scoring worker's own redelivery), which is counted.
+    """
+    if state is not None and source in state["seen"]:
+        return Step(state, counts=Counter(redelivered_prediction=1))
+    seen = [*(state["seen"] if state is not None else []), source][-MAX_SEEN:]
     if state is not None and "p" in state:
-        # Same event id again: a redelivery (same prediction_id) or a repeated event.
-        return Step(state, counts=Counter(duplicate_prediction=1))
+        return Step({**state, "seen": seen}, counts=Counter(duplicate_prediction=1))
     pred = prediction_state(prediction)
     if state is None:
-        return Step({"s": "wait_o", "p": pred, "seen": []}, counts=Counter(predictions=1))
-    new = {**state, "p": pred}
+        return Step({"s": "wait_o", "p": pred, "seen": seen}, counts=Counter(predictions=1))
+    new = {**state, "p": pred, "seen": seen}
     step = Step(new, counts=Counter(predictions=1))
     outcome = state.get("o")
     if outcome is None:

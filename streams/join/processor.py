@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DUE_PAGE = 2000  # events closed per bucket per transaction
 
-Item = tuple[str, Any]  # ("p", prediction dict) or ("o", OutcomeIn)
+Item = tuple[str, Any]  # ("p", (prediction dict, source)) or ("o", OutcomeIn)
 
 
 class JoinProcessor:
@@ -179,6 +179,7 @@ class JoinProcessor:
             seen[source] = max(seen.get(source, when), when)
             if kind == "p":
                 windows.add(self.perf.window_start(item["event_time"]))
+                item = (item, f"{source}/{record.offset}")
             items.setdefault(bucket_of(event_id), []).append((kind, item))
         marks = self.state.raise_watermarks(seen, windows)
         if all(name in marks for name in self.required):
@@ -237,7 +238,8 @@ class JoinProcessor:
         for kind, item in items:
             event_id = _event_id((kind, item))
             if kind == "p":
-                step = add_prediction(current[event_id], item, self.policy)
+                pred, source = item
+                step = add_prediction(current[event_id], pred, source, self.policy)
             else:
                 step = add_outcome(current[event_id], item, self.policy)
             current[event_id] = step.state
@@ -375,7 +377,7 @@ class JoinProcessor:
 
 def _event_id(item: Item) -> str:
     kind, value = item
-    return str(value["event_id"]) if kind == "p" else value.event_id
+    return str(value[0]["event_id"]) if kind == "p" else value.event_id
 
 
 def _outgoing(raw: str) -> Outgoing:

@@ -38,7 +38,7 @@ def outcome(event_id: str = "e1", t: int = 12 * DAY, offset: int = 5, label: int
 
 
 def test_prediction_then_outcome_matches_once() -> None:
-    step = add_prediction(None, prediction(), POLICY)
+    step = add_prediction(None, prediction(), "x.predictions/0/1", POLICY)
     assert step.state["s"] == "wait_o" and not step.labeled
     assert deadline(step.state, POLICY) == 17 * DAY + 1000
     step = add_outcome(step.state, outcome(), POLICY)
@@ -57,13 +57,19 @@ def test_prediction_then_outcome_matches_once() -> None:
 def test_outcome_first_then_prediction_matches() -> None:
     step = add_outcome(None, outcome(), POLICY)
     assert step.state["s"] == "wait_p" and deadline(step.state, POLICY) == 10 * DAY + 1000
-    step = add_prediction(step.state, prediction(), POLICY)
+    step = add_prediction(step.state, prediction(), "x.predictions/0/1", POLICY)
     assert [r["status"] for r in step.labeled] == ["matched"]
-    assert add_prediction(step.state, prediction(), POLICY).counts["duplicate_prediction"] == 1
+    again = add_prediction(step.state, prediction(), "x.predictions/0/1", POLICY)
+    assert again.state is step.state and again.counts == {"redelivered_prediction": 1}
+    twice = add_prediction(step.state, prediction(), "x.predictions/1/7", POLICY)
+    assert twice.counts == {"duplicate_prediction": 1} and not twice.labeled
+    assert add_prediction(twice.state, prediction(), "x.predictions/1/7", POLICY).counts == {
+        "redelivered_prediction": 1
+    }
 
 
 def test_expiry_follows_the_watermark_and_policy() -> None:
-    state = add_prediction(None, prediction(), POLICY).state
+    state = add_prediction(None, prediction(), "x.predictions/0/1", POLICY).state
     due = deadline(state, POLICY)
     assert due is not None
     assert close(state, due, POLICY).state is state  # not past the deadline yet
@@ -78,13 +84,13 @@ def test_expiry_follows_the_watermark_and_policy() -> None:
 
 
 def test_outcome_outside_max_delay_is_dead_lettered_and_the_event_still_waits() -> None:
-    state = add_prediction(None, prediction(), POLICY).state
+    state = add_prediction(None, prediction(), "x.predictions/0/1", POLICY).state
     step = add_outcome(state, outcome(t=17 * DAY + 1), POLICY)
     assert [e.reason for _, e in step.dead] == ["outcome_after_window"]
     assert step.state["s"] == "wait_o" and not step.labeled
     # Without the event's time the outcome waits; its prediction then judges it.
     waiting = add_outcome(None, outcome(t=17 * DAY + 1, event_time=None), POLICY).state
-    step = add_prediction(waiting, prediction(), POLICY)
+    step = add_prediction(waiting, prediction(), "x.predictions/0/1", POLICY)
     assert [e.reason for _, e in step.dead] == ["outcome_after_window"]
     assert step.state["s"] == "wait_o"
 
@@ -96,5 +102,5 @@ def test_orphan_outcome_is_dead_lettered_whole_and_a_late_prediction_still_match
     assert error.reason == "orphan_outcome" and error.stage == "join"
     assert (record.value, record.key, record.offset) == (b'{"id":1}', b"c1", 5)
     assert close(step.state, 20 * DAY, POLICY).dead == []  # dead-lettered once
-    late = add_prediction(step.state, prediction(), POLICY)
+    late = add_prediction(step.state, prediction(), "x.predictions/0/1", POLICY)
     assert late.labeled[0]["status"] == "matched" and late.counts["late_prediction"] == 1
