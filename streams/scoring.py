@@ -147,11 +147,13 @@ class BatchScorer:
         arm_of = routing.assign([str(event[key_field]) for _, event in valid])
         scores = np.empty(n)
         ok = np.ones(n, dtype=bool)
+        single = len(routing.arms) == 1
         for i, model in enumerate(routing.arms):
-            rows = np.flatnonzero(arm_of == i)
+            rows = np.arange(n) if single else np.flatnonzero(arm_of == i)
             if rows.size == 0:
                 continue
-            scores[rows], failed = _predict_isolating(model, vectors[rows])
+            # One arm (the usual case) scores the matrix as it is, without a copy.
+            scores[rows], failed = _predict_isolating(model, vectors if single else vectors[rows])
             for j, exc in failed.items():
                 ok[rows[j]] = False
                 out.dead_letters.append(
