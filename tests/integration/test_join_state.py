@@ -1,0 +1,122 @@
+"""The join's Redis state with several workers: an event is decided once however the
+workers race, and the outbox of a worker that died is published by another, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from streams.codecs import RecordCodec
+from streams.join.metrics import JoinMetrics
+from streams.join.processor import JoinProcessor
+from streams.join.serve import join_state
+from streams.pipeline import load_pipeline
+from streams.publisher import AckedPublisher
+from streams.scoring import InputRecord
+from streams.settings import Settings
+from streams.topics import ensure_topics, record_counts
+from tests.e2e.join_cases import outcome, prediction
+
+pytestmark = pytest.mark.integration
+DAY = 86_400_000
+
+
+@pytest.fixture(autouse=True)
+def _own_keys_removed(test_settings):
+    yield
+    client = redis.Redis.from_url(test_settings.redis_url.get_secret_value())
+    keys = list(client.scan_iter(match=f"{test_settings.namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def worker(settings: Settings) -> JoinProcessor:
+    pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
+    topics = settings.topics
+    partitions = {topics.predictions: 1, topics.outcomes: 1}
+    return JoinProcessor(
+        settings,
+        pipeline,
+        join_state(settings, pipeline),
+        AckedPublisher(settings.kafka_bootstrap),
+        JoinMetrics(),
+        partitions,
+    )
+
+
+def records(settings: Settings, n: int, copy: int) -> tuple[list[InputRecord], list[InputRecord]]:
+    import numpy as np
+
+    codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
+    rng = np.random.default_rng(0)
+    topics = settings.topics
+    preds = [
+        InputRecord(
+            topics.predictions, 0, i, DAY, b"1", codec.encode(prediction(i, DAY, 1, rng, 1))
+        )
+        for i in range(n)
+    ]
+    outs = [
+        InputRecord(
+            topics.outcomes,
+            0,
+            copy * n + i,
+            2 * DAY,
+            b"1",
+            json.dumps(outcome(i, DAY, 2 * DAY + copy, 1, True)).encode(),
+        )
+        for i in range(n)
+    ]
+    return preds, outs
+
+
+def test_racing_workers_decide_each_event_once(test_settings):
+    a, b = worker(test_settings), worker(test_settings)
+    n = 300
+    preds, first = records(test_settings, n, copy=0)
+    _, second = records(test_settings, n, copy=1)
+    a._decide(preds)
+    # Two outcome records per event, each worker gets one copy, at the same time.
+    with ThreadPoolExecutor(2) as pool:
+        out_a = pool.submit(a._decide, first)
+        out_b = pool.submit(b._decide, second)
+        labeled_a, labeled_b = out_a.result()[0], out_b.result()[0]
+    topics = test_settings.topics
+    n_labeled = sum(1 for o in labeled_a + labeled_b if o[0] == topics.labeled)
+    counts = a.state.counts()
+    assert n_labeled == n and counts["matched"] == n and counts["duplicate_outcome"] == n
+    # Redelivering everything to a third worker decides nothing again.
+    c = worker(test_settings)
+    assert c._decide(preds + first + second)[0] == []
+    assert c.state.counts()["matched"] == n
+
+
+def test_a_dead_workers_outbox_is_published_by_another_once(test_settings):
+    settings = test_settings.model_copy(update={"session_timeout_s": 6})
+    asyncio.run(ensure_topics(settings))
+    dead, alive = worker(settings), worker(settings)
+    preds, outs = records(settings, 50, copy=0)
+    # The dead worker decided (the outbox holds 50 labeled records) but never published.
+    decided, _ = dead._decide(preds + outs)
+    assert len(decided) == 50
+    dead.state.heartbeat(dead.me, int(time.time() * 1000) - 60_000)
+
+    async def recover_twice() -> None:
+        await alive.publisher.start()
+        alive.started = True
+        try:
+            await alive.recover()
+            await alive.recover()
+        finally:
+            await alive.publisher.stop()
+
+    asyncio.run(recover_twice())
+    topic = settings.topics.labeled
+    assert asyncio.run(record_counts(settings.kafka_bootstrap, [topic]))[topic] == 50
+    assert alive.state.outboxes() == {}
+    assert dead.me not in alive.state.heartbeat(alive.me, int(time.time() * 1000))
