@@ -124,7 +124,8 @@ def change(
         if not values:
             raise ConfigError(f"{action} needs weights or `off`", hint=USAGE[action])
         try:
-            weights = {} if values == [OFF] else parse_weights(values, action)
+            unit = "WEIGHT" if action == "split" else "SHARE"
+            weights = {} if values == [OFF] else parse_weights(values, unit)
         except ValueError as exc:
             raise ConfigError(str(exc), hint=USAGE[action]) from None
         new = (with_split if action == "split" else with_shadows)(current, weights)
@@ -138,7 +139,7 @@ def change(
     new = dataclasses.replace(
         new,
         feature_spec_hash=pipeline.feature_spec_hash,
-        action=action,
+        action="clear_challenger" if action == "challenger" and values == [OFF] else action,
         detail=detail,
         actor=_actor(),
         time_ms=int(time.time() * 1000),
@@ -146,7 +147,7 @@ def change(
     problems = new.problems()
     if problems:
         raise ConfigError(
-            f"{name}: {detail} cannot serve: " + "; ".join(problems),
+            f"{detail}: cannot serve: " + "; ".join(problems),
             hint="set the alias first (`rtscore model challenger NAME VERSION`)",
         )
     load_routing(registry, pipeline, new)  # every version it serves loads and fits

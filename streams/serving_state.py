@@ -126,11 +126,13 @@ def with_alias(state: ServingState, alias: str, version: int) -> ServingState:
 
 
 def without_alias(state: ServingState, alias: str) -> ServingState:
-    """``alias`` stops serving: out of the aliases, the split and the shadows."""
+    """``alias`` stops serving: out of the aliases, the split and the shadows (a split left
+    with the champion alone is no split)."""
+    split = {a: w for a, w in state.split.items() if a != alias}
     return dataclasses.replace(
         state,
         aliases={a: v for a, v in state.aliases.items() if a != alias},
-        split={a: w for a, w in state.split.items() if a != alias},
+        split={} if set(split) <= {CHAMPION} else split,
         shadows={a: s for a, s in state.shadows.items() if a != alias},
     )
 

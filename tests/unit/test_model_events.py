@@ -75,12 +75,9 @@ def test_changes_keep_the_state_whole():
     state = _state()
     assert with_alias(state, "champion", 3).aliases == {"champion": 3, "challenger": 2}
     cleared = without_alias(state, "challenger")
-    assert (cleared.aliases, cleared.split, cleared.shadows) == (
-        {"champion": 1},
-        {"champion": 90.0},
-        {},
-    )
-    assert cleared.arms() == [("champion", 90.0)]
+    assert (cleared.aliases, cleared.split, cleared.shadows) == ({"champion": 1}, {}, {})
+    three = without_alias(with_split(state, {"champion": 8, "challenger": 1, "blue": 1}), "blue")
+    assert three.split == {"champion": 8, "challenger": 1}
     assert with_split(state, {}).arms() == [("champion", 1.0)]
     assert with_shadows(state, {}).shadow_shares() == []
     assert state.arms() == [("challenger", 10.0), ("champion", 90.0)]  # sorted: stable arms
