@@ -76,7 +76,7 @@ def _header(doc: dict[str, Any], colours: dict[str, str]) -> str:
     models = " ".join(
         f"<span class='swatch' style='background:{colours[m['label']]}'></span>"
         f"<b>{escape(m['name'])} {escape(m['label'])}</b> <span class='note'>sha256 "
-        f"{escape(m['sha256'][:12])} · {escape(str(m.get('estimator') or ''))}</span>&nbsp;&nbsp;"
+        f"{escape(m['sha256'][:12])} · {escape(_estimator(m))}</span>&nbsp;&nbsp;"
         for m in doc["models"]
     )
     rate = timing.get("events_per_s", 0.0)
@@ -93,6 +93,13 @@ def _header(doc: dict[str, Any], colours: dict[str, str]) -> str:
         f"offline (spec {escape(doc['feature_spec_hash'][:12])}) · "
         f"{timing.get('total', 0.0):.1f} s, {rate:,.0f} events/s</p>"
     )
+
+
+def _estimator(model: dict[str, Any]) -> str:
+    est = model.get("estimator")
+    if isinstance(est, dict):  # {"estimator": name, "params": …}
+        est = est.get("estimator")
+    return str(est or "")
 
 
 def _overall_table(figures: dict[str, Any], labels: list[str]) -> str:
@@ -184,7 +191,7 @@ def _per_day(
     return line_chart(
         series, title=f"{name} per day", x_label="day (UTC)", y_label=name,
         x_domain=(0, max(len(days) - 1, 1)), y_domain=(lo, hi), x_ticks=ticks,
-        width=440, height=260, markers=True,
+        width=315, height=250, markers=True,
     )  # fmt: skip
 
 

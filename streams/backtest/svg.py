@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from html import escape
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 30, 44
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 46, 44
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def line_chart(
         f'<text transform="translate(14 {MARGIN_TOP + ph / 2}) rotate(-90)" '
         f'text-anchor="middle" class="axis">{escape(y_label)}</text>'
     )
-    parts.append(_legend(series, MARGIN_LEFT + 8, MARGIN_TOP + 8))
+    parts.append(_legend(series, MARGIN_LEFT, 34))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -129,32 +129,28 @@ def _runs(points: Sequence[tuple[float, float]]) -> list[list[tuple[float, float
     return [r for r in runs if r]
 
 
-def _open(width: int, height: int, title: str) -> str:
+def _open(width: int, height: int, title: str, x: int = MARGIN_LEFT) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img"><title>{escape(title)}</title>'
-        f'<text x="{MARGIN_LEFT}" y="18" class="title">{escape(title)}</text>'
+        f'<text x="{x}" y="18" class="title">{escape(title)}</text>'
     )
 
 
 def _legend(series: Sequence[Series], x: float, y: float) -> str:
+    """One row of swatches and labels between the title and the plot."""
     seen: dict[str, Series] = {}
     for s in series:
         seen.setdefault(s.label, s)
     parts = ['<g class="legend">']
-    width = max((len(label) for label in seen), default=0) * 6.4 + 34
-    parts.append(
-        f'<rect x="{x - 4}" y="{y - 4}" width="{width:.0f}" height="{len(seen) * 15 + 6}" '
-        'fill="white" fill-opacity="0.85" stroke="#ddd"/>'
-    )
-    for i, s in enumerate(seen.values()):
-        cy = y + 6 + i * 15
+    for s in seen.values():
         dash = ' stroke-dasharray="6 3"' if s.dashed else ""
         parts.append(
-            f'<line x1="{x}" x2="{x + 20}" y1="{cy}" y2="{cy}" stroke="{s.color}" '
-            f'stroke-width="2"{dash}/><text x="{x + 25}" y="{cy + 4}" class="tick">'
+            f'<line x1="{x:.0f}" x2="{x + 18:.0f}" y1="{y - 4}" y2="{y - 4}" stroke="{s.color}" '
+            f'stroke-width="2.5"{dash}/><text x="{x + 22:.0f}" y="{y}" class="tick">'
             f"{escape(s.label)}</text>"
         )
+        x += 22 + len(s.label) * 6.0 + 14
     parts.append("</g>")
     return "".join(parts)
 
@@ -170,11 +166,11 @@ def heatmap(
     cell: tuple[int, int] = (22, 16),
 ) -> str:
     """A table of coloured cells, white (0) to red (>= vmax); NaN is grey."""
-    left = 8 + max((len(r) for r in rows), default=0) * 6.2
+    left = 14 + max((len(r) for r in rows), default=0) * 6.6
     cw, ch = cell
     width = int(left + cw * len(columns) + 140)
     height = int(MARGIN_TOP + ch * len(rows) + 74)
-    parts = [_open(width, height, title).replace(f'x="{MARGIN_LEFT}" y="18"', 'x="8" y="18"')]
+    parts = [_open(width, height, title, x=8)]
     for i, (name, row) in enumerate(zip(rows, values, strict=True)):
         y = MARGIN_TOP + i * ch
         parts.append(
