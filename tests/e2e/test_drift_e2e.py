@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,8 +160,10 @@ def test_two_processors_report_each_window_once_with_global_counts(
     # predictions only: without outcomes, label drift (which waits for them) is off
     pipeline_file = tmp_path / "fraud.toml"
     text = test_settings.pipeline.read_text()
-    pipeline_file.write_text(text.replace("[drift]\n", "[drift]\nlabels = false\n", 1))
+    text = text.replace("[drift]\n", "[drift]\nlabels = false\n", 1)
+    pipeline_file.write_text(re.sub(r'(?m)^window = "\w+"', 'window = "1d"', text, count=1))
     assert "labels = false" in pipeline_file.read_text()
+    assert 'window = "1d"' in pipeline_file.read_text()
     settings = test_settings.model_copy(update={"pipeline": pipeline_file})
     width = len(load_pipeline(settings.pipeline, settings.schemas_dir).feature_names)
     model = _register(settings, rng)

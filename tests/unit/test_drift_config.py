@@ -41,4 +41,4 @@ def test_mistakes_are_config_errors(raw: dict, message: str) -> None:
 def test_the_demo_pipeline_declares_its_drift_table() -> None:
     pipeline = load_pipeline(REPO / "streams" / "demo" / "fraud.toml", REPO / "schemas")
     config = drift_config(pipeline)
-    assert config.window_ms == 86_400_000 and config.label_lag_windows == 8
+    assert config.window_ms == 7 * 86_400_000 and config.label_lag_windows == 2
