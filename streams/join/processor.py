@@ -88,6 +88,8 @@ class JoinProcessor:
         self.report_codec = RecordCodec.from_file(schemas, "performance_report.avsc")
         # One thread: Redis, Avro and sklearn stay off the event loop, in order.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-join")
+        self.beat_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-beat")
+        self.left_behind = False  # a failed batch may have left decisions in the outbox
         self.watermark: int | None = None
         self.in_flight: set[str] = set()
         self.started = False
@@ -111,9 +113,23 @@ class JoinProcessor:
         """Heartbeat; publish the outbox entries of workers that stopped heartbeating."""
         if not self.started:
             return
-        outgoing, fields = await self._run(self._claim_dead)
+        now = int(time.time() * 1000)
+        loop = asyncio.get_running_loop()
+        try:
+            # Its own thread: a heartbeat must not wait behind a long batch, or this worker
+            # would look dead to the others.
+            alive = await loop.run_in_executor(
+                self.beat_executor, lambda: self.state.heartbeat(self.me, now)
+            )
+        except DependencyUnavailable as exc:
+            log.warning("join heartbeat failed: %s", exc.message)
+            return
+        dead = {w for w, beat in alive.items() if w != self.me and now - beat > self.lease_ms}
+        if not dead and not self.left_behind:
+            return
+        outgoing, fields = await self._run(lambda: self._claim(dead))
         if outgoing:
-            log.warning("publishing %d decided records of stopped workers", len(outgoing))
+            log.warning("publishing %d decided records left unpublished", len(outgoing))
             self.metrics.recovered.labels(self.pipeline.name).inc(len(outgoing))
             await self._publish(outgoing, fields)
 
@@ -152,6 +168,7 @@ class JoinProcessor:
             # A bug must not lose the batch: keep its records whole in the dead-letter topic.
             # Decisions already committed sit in the outbox; recovery publishes them.
             log.exception("joining a batch of %d failed; dead-lettering it", len(records))
+            self.left_behind = True
             error = InvalidEvent(
                 "internal_error",
                 f"rtscore's join failed on this batch: {exc!r}. This is a bug, not bad input: "
@@ -317,10 +334,8 @@ class JoinProcessor:
         value = self.dead_letter_codec.encode(dead_letter(record, error, self.pipeline.name))
         return (self.topics.dlq, record.key, value, record.timestamp_ms)
 
-    def _claim_dead(self) -> tuple[list[Outgoing], dict[int, list[str]]]:
-        now = int(time.time() * 1000)
-        alive = self.state.heartbeat(self.me, now)
-        dead = {w for w, beat in alive.items() if w != self.me and now - beat > self.lease_ms}
+    def _claim(self, dead: set[str]) -> tuple[list[Outgoing], dict[int, list[str]]]:
+        mine_too, self.left_behind = self.left_behind, False
         outgoing: list[Outgoing] = []
         fields: dict[int, list[str]] = {}
         for bucket, entries in self.state.outboxes().items():
@@ -329,7 +344,7 @@ class JoinProcessor:
             found = {
                 n: entries[n]
                 for n, owner in owners.items()
-                if owner == self.me and n not in self.in_flight
+                if mine_too and owner == self.me and n not in self.in_flight
             }
             orphaned = [n for n, owner in owners.items() if owner in dead]
             if orphaned:
