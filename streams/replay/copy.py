@@ -87,7 +87,7 @@ class _Clock:
         if self.pace.rate:
             return (self.sent + 1) / self.pace.rate - now
         if self.pace.speed:
-            self.newest = max(self.newest, timestamp_ms)  # a record behind goes at once
+            self.newest = max(self.newest, timestamp_ms)  # a record behind is due with it
             return (self.newest - self.start_ms) / 1000.0 / self.pace.speed - now
         return 0.0
 
