@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rss-events", type=int, default=0, help="then N more events through rtscore, RSS sampled"
     )
+    bench.add_argument(
+        "--with-drift", action="store_true", help="also rtscore's maximum with drift beside it"
+    )
     bench.add_argument("--quick", action="store_true", help="a small smoke run")
     bench.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
     bench.add_argument("--seed", type=int, default=0)

@@ -39,6 +39,7 @@ from streams.settings import Settings
 from streams.topics import delete_topics, ensure_topics
 
 CONTENDERS = ("rtscore", "ceiling", "naive")  # rtscore first: its maximum sets the loads
+WITH_DRIFT = "rtscore+drift"  # the worker with its drift processor beside the scoring one
 MAX_RATE_GUESS = 40_000  # events/s: sizes the simulation for the offered loads
 SATURATED = 0.9  # a load above this share of a contender's own maximum is not measured
 BACKLOG_TIMEOUT_S = 900.0
@@ -92,17 +93,21 @@ async def _bench(
     _say(f"simulated {events.total:,} events; model {pipeline.model_name} v{version} trained")
     results: list[ContenderResult] = []
     ref_rate: float | None = None  # the first contender's maximum sets the offered loads
+    if args.with_drift and "rtscore" in names:
+        names = [*names, WITH_DRIFT]
     for name in names:
         cs = settings.model_copy(
             update={
-                "topic_prefix": f"{base}-{name}",
+                "topic_prefix": f"{base}-{name.replace('+', '-')}",
                 "registry_dir": registry,
                 "home": home / name,
                 "metrics_port": 0,
                 "feature_namespace": None,
             }
         )
-        result = await _contender(cs, pipeline, events, name, loads, ref_rate, args)
+        # with drift beside it, only the maximum throughput: what drift costs the scoring
+        runs = [] if name == WITH_DRIFT else loads
+        result = await _contender(cs, pipeline, events, name, runs, ref_rate, args)
         ref_rate = ref_rate or result.backlog.events_per_s
         results.append(result)
     config = {
@@ -141,7 +146,7 @@ async def _contender(
     progress = Progress(f"[{name}] producing the backlog", total=n)
     await produce(bootstrap, topics.events, events, 0, n, progress.update)
     progress.done()
-    argv = argv_for(name)
+    argv = argv_for("rtscore", ("scoring", "drift")) if name == WITH_DRIFT else argv_for(name)
     counter = OutputCounter(bootstrap, [topics.predictions, topics.dlq])
     await counter.start()
     process = ContenderProcess(argv, settings, settings.home / f"{name}.log")

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from models.profile import build_profile
 from models.registry import Registry
 from models.training import build_training_set, fit
 from streams.demo.publish import json_bytes, publish
@@ -91,6 +92,8 @@ def train_and_register(pipeline: Pipeline, events: BenchEvents, registry: Regist
     features = offline_features(pipeline, rows, outcomes)
     ts = build_training_set(pipeline, rows, outcomes, features=features)
     model = fit(ts.X, ts.y)
+    # the reference profile the drift processor compares with (``--with-drift``)
+    profile = build_profile(ts.X, pipeline.feature_names, model.predict_proba(ts.X)[:, 1], ts.y)
     version = registry.register(
         pipeline.model_name,
         model,
@@ -102,6 +105,7 @@ def train_and_register(pipeline: Pipeline, events: BenchEvents, registry: Regist
             "metrics": {},
             "training_data": {"source": "rtscore bench simulation", "rows": ts.n_rows},
         },
+        profile=profile,
     )
     registry.set_alias(pipeline.model_name, "champion", version.version)
     return version.version

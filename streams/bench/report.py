@@ -69,6 +69,14 @@ def build_report(
             "ok": slope is not None and slope < 5.0,
         }
     report["targets"] = targets
+    drift = by_name.get("rtscore+drift")
+    if drift is not None:
+        share = drift.backlog.events_per_s / rate
+        report["with_drift"] = {
+            "events_per_s_without": round(rate),
+            "events_per_s_with": round(drift.backlog.events_per_s),
+            "share": round(share, 3),
+        }
     return report
 
 
@@ -111,6 +119,12 @@ def markdown(report: dict[str, Any]) -> str:
     )
     if offered:
         lines.append(f"\nOffered loads ({report['reference_for_loads']}'s maximum): {offered}.")
+    drift = report.get("with_drift")
+    if drift:
+        lines.append(
+            f"- with the drift processor beside it: {drift['events_per_s_with']:,} events/s, "
+            f"{drift['share']:.0%} of the {drift['events_per_s_without']:,} without"
+        )
     for name, target in report.get("targets", {}).items():
         lines.append(f"- {name}: {target['value']} ({'ok' if target['ok'] else 'MISSED'})")
     return "\n".join(lines)

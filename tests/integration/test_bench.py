@@ -30,12 +30,13 @@ def test_bench_runs_three_contenders_on_the_same_events_and_cleans_up(
 ):
     path = tmp_path / "bench.json"
     args = argparse.Namespace(
-        events=1500,
+        events=1000,
         naive_events=200,
         loads="0.1,0.2",
-        load_seconds=1.0,
+        load_seconds=0.5,
         contenders="naive,ceiling,rtscore",
         rss_events=0,
+        with_drift=True,
         quick=False,
         json=path,
         seed=1,
@@ -46,17 +47,26 @@ def test_bench_runs_three_contenders_on_the_same_events_and_cleans_up(
     assert json.loads(out[: out.index("\n}\n") + 2]) == report
 
     by_name = {c["name"]: c for c in report["contenders"]}
-    assert [c["name"] for c in report["contenders"]] == ["rtscore", "ceiling", "naive"]
+    assert [c["name"] for c in report["contenders"]] == [
+        "rtscore",
+        "ceiling",
+        "naive",
+        "rtscore+drift",
+    ]
     assert report["reference_for_loads"] == "rtscore"
     # every contender turned every backlog event into one output
-    assert by_name["rtscore"]["backlog"]["outputs"] == 1500
-    assert by_name["ceiling"]["backlog"]["outputs"] == 1500
+    assert by_name["rtscore"]["backlog"]["outputs"] == 1000
+    assert by_name["ceiling"]["backlog"]["outputs"] == 1000
     assert by_name["naive"]["backlog"]["outputs"] == 200
+    assert by_name["rtscore+drift"]["backlog"]["outputs"] == 1000
+    assert by_name["rtscore+drift"]["loads"] == []  # only its maximum, beside drift
+    assert report["with_drift"]["events_per_s_with"] > 0
     rts_rate = by_name["rtscore"]["backlog"]["events_per_s"]
     for c in report["contenders"]:
         b = c["backlog"]
         assert b["events_per_s"] > 0 and b["cpu_cores"] > 0 and c["peak_rss_mb"] > 10
-        assert [load["share"] for load in c["loads"]] == [0.1, 0.2]
+        if c["name"] != "rtscore+drift":
+            assert [load["share"] for load in c["loads"]] == [0.1, 0.2]
         for load in c["loads"]:
             assert load["offered_per_s"] == pytest.approx(load["share"] * rts_rate)
             lat = load["latency"]
