@@ -102,3 +102,21 @@ def test_performance_table() -> None:
     ]:
         with pytest.raises(ConfigError, match=needle):
             parse_performance(raw, "p.toml")
+
+
+def test_show_keeps_the_latest_windows_and_the_last_report_of_each() -> None:
+    from streams.performance.show import format_table, latest_reports
+
+    rows = [row_of(labeled(i, i % 2, 0.1 * (i % 10), 0.5, "matched")) for i in range(20)]
+    reports = []
+    for day in range(4):
+        for rep in window_reports(rows, "fraud", day * DAY, PerformanceConfig(k=5), day):
+            reports.append(rep)
+    reports.append({**reports[0], "window_start": 3 * DAY, "predictions": 999})  # re-reported
+    latest = latest_reports(reports, 2)
+    assert sorted({r["window_start"] for r in latest}) == [2 * DAY, 3 * DAY]
+    assert len(latest) == 4 and 999 in [r["predictions"] for r in latest]
+    table = format_table(latest).splitlines()
+    assert len(table) == 5 and table[0].split()[:3] == ["window", "(UTC)", "model"]
+    assert table[1].startswith("1970-01-03 00:00") and " decision " in table[1]
+    assert latest_reports(reports, 0) == []
