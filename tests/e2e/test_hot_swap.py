@@ -1,7 +1,7 @@
-"""Hot swap on the real broker and Redis: while events flow into a running worker, refused
+"""Hot swap on the real broker and Redis: while events flow into two running workers, refused
 promotions (feature-spec mismatch, tampered artifact) change nothing, `rtscore model promote`
-switches it to v2 and `rtscore model rollback` back to v1 within 5 s each, without a restart,
-and every event gets exactly one prediction naming the version that scored it."""
+switches both to v2 and `rtscore model rollback` back to v1 within 5 s each, without a
+restart, and every event gets exactly one prediction naming the version that scored it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -29,6 +30,7 @@ from streams.errors import RtscoreError
 from streams.pipeline import load_pipeline
 from streams.settings import Settings
 from streams.topics import ensure_topics, record_counts
+from tests.e2e.test_scoring_e2e import _free_port, _scrape_series
 from tests.e2e.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -164,6 +166,30 @@ def published(settings: Settings) -> tuple[int, int]:
     return count, (state.time_ms if state else 0)
 
 
+def wait_for_group(
+    settings: Settings, members: int, workers: list[WorkerProcess], timeout: float = 60.0
+) -> None:
+    """Until the workers' consumer group is stable with ``members`` members."""
+    group = f"{settings.topic_prefix}-fraud-scoring"
+
+    async def describe() -> tuple[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_consumer_groups([group])
+            _error, _group, state, _type, _protocol, group_members, *_ = response.groups[0]
+            return state, len(group_members)
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    while asyncio.run(describe()) != ("Stable", members):
+        for w in workers:
+            assert w.proc.poll() is None, w.log_tail()
+        assert time.monotonic() < deadline, "the workers did not form one group"
+        time.sleep(0.5)
+
+
 def runs(versions: list[int]) -> list[int]:
     return [v for v, _ in itertools.groupby(versions)]
 
@@ -180,8 +206,16 @@ def test_promote_and_rollback_swap_running_workers_within_5s(test_settings, tmp_
     tamper(registry.get("fraud", tampered).path)
     codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
 
+    # Two workers in the group, each with its own partitions; the feed starts once both have
+    # joined, so no rebalance moves a partition while events flow.
+    ports = [_free_port(), _free_port()]
+    workers = [
+        WorkerProcess(settings.model_copy(update={"metrics_port": port}), tmp_path / f"w{port}.log")
+        for port in ports
+    ]
+    worker = workers[0]
+    wait_for_group(settings, members=2, workers=workers)
     feed = Feed(settings)
-    worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
         wait_for(settings, codec, worker, lambda seen: len(seen) >= 300, timeout=60)
 
@@ -208,9 +242,21 @@ def test_promote_and_rollback_swap_running_workers_within_5s(test_settings, tmp_
         wait_for(settings, codec, worker, back_on_v1)
         sent = feed.finish()
         worker.wait_outputs(sent, timeout=60)
+        # both workers scored: each owned partitions through the swaps
+        scored = [
+            _scrape_series(port).get('rtscore_events_in_total{pipeline="fraud"}', 0)
+            for port in ports
+        ]
+        assert all(n > 0 for n in scored), scored
     finally:
         feed.stop.set()
-        assert worker.stop() == 0, worker.log_tail()
+        for w in workers:
+            assert w.stop() == 0, w.log_tail()
+    # each worker swapped on its own, from the topic
+    for w in workers:
+        log = w.log_path.read_text()
+        assert "now serving fraud: champion=v2 (promote" in log, log[-3000:]
+        assert "now serving fraud: champion=v1 (rollback" in log, log[-3000:]
 
     seen = predictions(settings, codec)
     # exactly one prediction per event: none lost, none duplicated by the swaps
