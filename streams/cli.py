@@ -198,8 +198,14 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(json.dumps(metrics, indent=2))
     if args.promote:
-        Registry(settings.registry_root).set_alias(version.name, "champion", version.version)
-        print(f"{version.name} v{version.version} is now the champion")
+        # Through the model-events topic, so running workers swap to it within seconds.
+        from streams.model_command import change
+
+        registry = Registry(settings.registry_root)
+        state = change(
+            settings, registry, pipeline, "promote", version.name, [str(version.version)]
+        )
+        print(f"{state.detail}; published to {settings.topics.model_events}")
     return 0
 
 
