@@ -20,7 +20,7 @@ from streams.errors import ConfigError
 from streams.features.offline import offline_features
 from streams.join.policy import JoinPolicy, join_policy
 from streams.pipeline import Pipeline
-from streams.replay.ranges import check_retention
+from streams.replay.ranges import check_retention, show_time
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,10 @@ async def read_dataset(
     warm_start = start_ms - pipeline.lookback_ms
     await check_retention(bootstrap, topics.events, warm_start, why="the range and its warm-up")
     await check_retention(bootstrap, topics.outcomes, warm_start, why="labels of the warm-up")
-    progress(f"reading {topics.events} from {warm_start} (warm-up {pipeline.lookback_ms} ms) …")
+    progress(
+        f"reading {topics.events} from {show_time(warm_start)} (a warm-up of "
+        f"{pipeline.lookback_ms / 86_400_000:g} days before the range) …"
+    )
     events_slice = await read_range(bootstrap, topics.events, warm_start, end_ms, progress=on_fetch)
     # An outcome may arrive up to max_delay after the event it labels.
     outcomes_slice = await read_range(

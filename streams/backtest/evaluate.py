@@ -15,7 +15,6 @@ from streams.backtest.dataset import Dataset
 from streams.backtest.score import ScoredVersion
 from streams.features import MS_PER_DAY
 
-CURVE_POINTS = 200
 HIST_BINS = 40
 PSI_BINS = 10
 PSI_FLOOR = 1e-4  # share given to an empty bin, so PSI stays finite
@@ -73,15 +72,17 @@ def _day(day: int) -> str:
     return np.datetime_as_string(np.datetime64(day * MS_PER_DAY, "ms"), unit="D")
 
 
-def _thin(*columns: np.ndarray) -> list[list[float]]:
-    """At most CURVE_POINTS points, first and last kept."""
-    n = len(columns[0])
-    pick: list[int] = (
-        np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int)).tolist()
-        if n
-        else []
-    )
-    return [[round(float(c[i]), 6) for c in columns] for i in pick]
+def _thin(x: np.ndarray, y: np.ndarray, step: float = 0.004) -> list[list[float]]:
+    """The curve's points, one kept wherever it has moved ``step`` (on either axis) since the
+    last one kept, and the last point: a few hundred points that draw the same line."""
+    kept: list[list[float]] = []
+    last_x = last_y = math.inf
+    xs, ys = x.tolist(), y.tolist()
+    for i, (a, b) in enumerate(zip(xs, ys, strict=True)):
+        if abs(a - last_x) >= step or abs(b - last_y) >= step or i == len(xs) - 1:
+            kept.append([round(a, 6), round(b, 6)])
+            last_x, last_y = a, b
+    return kept
 
 
 def _roc(y: np.ndarray, s: np.ndarray) -> list[list[float]]:

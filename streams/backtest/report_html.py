@@ -91,7 +91,8 @@ def _header(doc: dict[str, Any], colours: dict[str, str]) -> str:
         f"{rows['outcomes_read']:,} outcomes.</p>"
         f"<p class='sub note'>[{escape(r['from'])}, {escape(r['to'])}) · features recomputed "
         f"offline (spec {escape(doc['feature_spec_hash'][:12])}) · "
-        f"{timing.get('total', 0.0):.1f} s, {rate:,.0f} events/s</p>"
+        f"{timing.get('total', 0.0):.1f} s, {rate:,.0f} events/s "
+        f"({timing.get('events_per_cpu_s') or 0:,.0f} per CPU second)</p>"
     )
 
 

@@ -166,7 +166,7 @@ def heatmap(
     cell: tuple[int, int] = (22, 16),
 ) -> str:
     """A table of coloured cells, white (0) to red (>= vmax); NaN is grey."""
-    left = 14 + max((len(r) for r in rows), default=0) * 6.6
+    left = 14 + max((len(r) for r in rows), default=0) * 7.4
     cw, ch = cell
     width = int(left + cw * len(columns) + 140)
     height = int(MARGIN_TOP + ch * len(rows) + 74)
