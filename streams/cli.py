@@ -74,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--processors",
         type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
-        default=["scoring"],
-        help="comma-separated subset of scoring,join,drift; several run one process each",
+        default=None,
+        help="comma-separated subset of scoring,join,drift (default: all the pipeline can "
+        "use); several run one process each",
     )
     worker.set_defaults(handler=_worker)
 

@@ -15,14 +15,14 @@ from streams.topics import record_counts
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, processors: str = "scoring") -> None:
         self.settings = settings
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings.as_env()}
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "streams.cli", "worker", "--processors", processors],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
