@@ -111,6 +111,14 @@ def replay_command(settings: Settings, args: argparse.Namespace) -> int:
             print(f"the replay of {source} to {target} is already complete")
             return 0
         state = previous
+    elif (
+        previous is not None
+        and previous.done
+        and (previous.start_ms, previous.end_ms) == (start_ms, end_ms)
+    ):
+        # Running the same command twice must not copy the range twice.
+        print(f"this range of {source} is already in {target} (see {path}); nothing to do")
+        return 0
     else:
         if previous is not None and not previous.done:
             raise ConfigError(

@@ -102,8 +102,11 @@ def test_replay_keeps_keys_timestamps_headers_partitions_and_order(test_settings
     assert 1000 < sum(map(len, expected.values())) < len(records)  # the range cuts both ends
     assert got == expected
     assert "replayed" in capsys.readouterr().out
-    # a finished replay does not resume; the same source into a smaller topic is refused
+    # running it again, or resuming it, copies nothing more
+    assert _replay(test_settings, "--topic", src, "--to-topic", dst) == 0
     assert _replay(test_settings, "--topic", src, "--to-topic", dst, "--resume") == 0
+    assert asyncio.run(_read_all(test_settings.kafka_bootstrap, dst, 3)) == expected
+    # the same source into a topic with fewer partitions is refused
     small = f"{test_settings.topic_prefix}.small"
     asyncio.run(ensure_topics(test_settings, [TopicPlan(small, 2, {})]))
     with pytest.raises(ConfigError, match="needs at least as many"):
