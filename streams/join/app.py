@@ -38,6 +38,7 @@ def build_join_app(settings: Settings, processor: JoinProcessor) -> faust.App:
 
     async def consume(stream: faust.StreamT) -> None:
         await publisher.start()
+        await processor.delivery.start()
         processor.started = True
         try:
             # take_events is on faust's Stream, not on its StreamT protocol.
@@ -47,6 +48,7 @@ def build_join_app(settings: Settings, processor: JoinProcessor) -> faust.App:
                 await processor.process([input_record(event) for event in batch])
         finally:
             processor.started = False
+            await processor.delivery.stop()
             await publisher.stop()
 
     app.agent(channel, name=f"rtscore.join.{pipeline.name}", concurrency=1)(consume)

@@ -8,9 +8,9 @@ report performance windows that no prediction can change any more. Only then doe
 batch return and faust commit its offsets.
 
 A decision is stored before its record is published, so a crash in between cannot lose it:
-the outbox entries of a worker that stopped heartbeating are published by a live one. A crash
-after the broker's ack but before the outbox entry is dropped (a millisecond window) publishes
-that record twice; the copy is identical (same prediction id and content).
+the outbox entries of a worker that stopped heartbeating are published by a live one, except
+those already on their topic (:mod:`streams.join.delivery`), so a crash after the broker's ack
+but before the outbox entry is dropped publishes nothing twice either.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from streams.join.decide import (
     close,
     deadline,
 )
+from streams.join.delivery import DeliveryCheck, Marks
 from streams.join.metrics import JoinMetrics
 from streams.join.policy import join_policy
 from streams.join.state import BucketChange, JoinState, bucket_of
@@ -65,6 +66,7 @@ class JoinProcessor:
         publisher: AckedPublisher,
         metrics: JoinMetrics,
         partitions: dict[str, int],
+        delivery: DeliveryCheck,
     ) -> None:
         if pipeline.outcomes is None:
             raise ValueError(f"pipeline {pipeline.name} declares no [outcomes] to join")
@@ -74,6 +76,7 @@ class JoinProcessor:
         self.perf = performance_config(pipeline)
         self.state = state
         self.publisher = publisher
+        self.delivery = delivery
         self.metrics = metrics
         self.topics = settings.topics
         # Every partition of both inputs must have been seen before the watermark exists.
@@ -90,6 +93,7 @@ class JoinProcessor:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-join")
         self.beat_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-beat")
         self.left_behind = False  # a failed batch may have left decisions in the outbox
+        self._marks: Marks = {}
         self.watermark: int | None = None
         self.in_flight: set[str] = set()
         self.started = False
@@ -97,7 +101,8 @@ class JoinProcessor:
     # -- the batch -------------------------------------------------------------------------
     async def process(self, records: Sequence[InputRecord]) -> None:
         """Decide, publish, confirm, report. Never raises: take_events acks regardless."""
-        outgoing, fields = await self._run(lambda: self._decide_safely(records))
+        marks = await self.delivery.marks()
+        outgoing, fields = await self._run(lambda: self._decide_safely(records, marks))
         await self._publish(outgoing, fields)
         await self.report()
 
@@ -127,11 +132,38 @@ class JoinProcessor:
         dead = {w for w, beat in alive.items() if w != self.me and now - beat > self.lease_ms}
         if not dead and not self.left_behind:
             return
-        outgoing, fields = await self._run(lambda: self._claim(dead))
-        if outgoing:
-            log.warning("publishing %d decided records left unpublished", len(outgoing))
-            self.metrics.recovered.labels(self.pipeline.name).inc(len(outgoing))
-            await self._publish(outgoing, fields)
+        claimed = await self._run(lambda: self._claim(dead))
+        if not claimed:
+            return
+        there = await self._already_published(claimed)
+        outgoing = [_outgoing(raw) for _, _, raw in claimed if _value(raw) not in there]
+        fields: dict[int, list[str]] = {}
+        for bucket, name, _ in claimed:
+            fields.setdefault(bucket, []).append(name)
+        log.warning(
+            "%d decided records left by a stopped worker: %d had reached Kafka, publishing %d",
+            len(claimed),
+            len(claimed) - len(outgoing),
+            len(outgoing),
+        )
+        self.metrics.recovered.labels(self.pipeline.name).inc(len(outgoing))
+        await self._publish(outgoing, fields)
+
+    async def _already_published(self, claimed: list[tuple[int, str, str]]) -> set[bytes]:
+        """The claimed records found on their topics after the offsets noted at decision."""
+        wanted: dict[str, tuple[dict[int, int], set[bytes]]] = {}
+        for _, _, raw in claimed:
+            entry = json.loads(raw)
+            if entry.get("since") is None:
+                continue
+            since, values = wanted.setdefault(entry["topic"], ({}, set()))
+            for partition, offset in entry["since"].items():
+                since[int(partition)] = min(since.get(int(partition), offset), offset)
+            values.add(base64.b64decode(entry["value"]))
+        found: set[bytes] = set()
+        for topic, (since, values) in wanted.items():
+            found |= await self.delivery.present(topic, since, values)
+        return found
 
     async def _publish(self, outgoing: list[Outgoing], fields: dict[int, list[str]]) -> None:
         names = {n for ns in fields.values() for n in ns}
@@ -158,10 +190,10 @@ class JoinProcessor:
 
     # -- steps in the worker thread ----------------------------------------------------------
     def _decide_safely(
-        self, records: Sequence[InputRecord]
+        self, records: Sequence[InputRecord], marks: Marks
     ) -> tuple[list[Outgoing], dict[int, list[str]]]:
         try:
-            return self._decide(records)
+            return self._decide(records, marks)
         except DependencyUnavailable:
             raise
         except Exception as exc:
@@ -178,8 +210,9 @@ class JoinProcessor:
             return [self._dead_letter(r, error) for r in records], {}
 
     def _decide(
-        self, records: Sequence[InputRecord]
+        self, records: Sequence[InputRecord], marks: Marks | None = None
     ) -> tuple[list[Outgoing], dict[int, list[str]]]:
+        self._marks = marks or {}
         items: dict[int, list[Item]] = {}
         outgoing: list[Outgoing] = []
         counts: Counter[str] = Counter()
@@ -198,20 +231,32 @@ class JoinProcessor:
                 windows.add(self.perf.window_start(item["event_time"]))
                 item = (item, f"{source}/{record.offset}")
             items.setdefault(bucket_of(event_id), []).append((kind, item))
-        marks = self.state.raise_watermarks(seen, windows)
-        if all(name in marks for name in self.required):
-            self.watermark = min(marks[name] for name in self.required)
-            self.metrics.watermark.labels(self.pipeline.name).set(self.watermark)
+        # The batch's decisions see the watermark its records make (an event's prediction and
+        # outcome share a bucket, so one transaction); it is stored only once they are.
+        stored = self.state.open_windows(windows)
+        self._set_watermark(
+            {k: max(v, stored.get(k, v)) for k, v in seen.items()}
+            | {k: v for k, v in stored.items() if k not in seen}
+        )
         fields: dict[int, list[str]] = {}
         for bucket, bucket_items in items.items():
             ids = list(dict.fromkeys(_event_id(item) for item in bucket_items))
             change = self.state.change(bucket, ids, partial(self._apply, items=bucket_items))
             self._collect(bucket, change, outgoing, fields)
             counts.update(change.counts)
+        if seen:
+            self._set_watermark(self.state.raise_watermarks(seen))
         counts.update(self._expire(outgoing, fields))
         self.metrics.count(self.pipeline.name, dict(counts))
         self._hold(fields)
         return outgoing, fields
+
+    def _set_watermark(self, latest: dict[str, int]) -> None:
+        if all(name in latest for name in self.required):
+            watermark = min(latest[name] for name in self.required)
+            if self.watermark is None or watermark > self.watermark:
+                self.watermark = watermark
+                self.metrics.watermark.labels(self.pipeline.name).set(watermark)
 
     def _expire(self, outgoing: list[Outgoing], fields: dict[int, list[str]]) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -316,6 +361,8 @@ class JoinProcessor:
                 "key": None if key is None else base64.b64encode(key).decode(),
                 "value": base64.b64encode(value).decode(),
                 "ts": ts,
+                # the topic's end offsets before this batch: where to look for the record
+                "since": self._marks.get(topic),
             }
         )
 
@@ -334,10 +381,10 @@ class JoinProcessor:
         value = self.dead_letter_codec.encode(dead_letter(record, error, self.pipeline.name))
         return (self.topics.dlq, record.key, value, record.timestamp_ms)
 
-    def _claim(self, dead: set[str]) -> tuple[list[Outgoing], dict[int, list[str]]]:
+    def _claim(self, dead: set[str]) -> list[tuple[int, str, str]]:
+        """(bucket, outbox field, entry) of every record this worker must now publish."""
         mine_too, self.left_behind = self.left_behind, False
-        outgoing: list[Outgoing] = []
-        fields: dict[int, list[str]] = {}
+        claimed: list[tuple[int, str, str]] = []
         for bucket, entries in self.state.outboxes().items():
             owners = {name: json.loads(raw)["owner"] for name, raw in entries.items()}
             # Mine and not being published: left by a batch that failed after deciding.
@@ -349,12 +396,10 @@ class JoinProcessor:
             orphaned = [n for n, owner in owners.items() if owner in dead]
             if orphaned:
                 found.update(self.state.claim(bucket, orphaned, dead, self.me))
-            for name, raw in found.items():
-                outgoing.append(_outgoing(raw))
-                fields.setdefault(bucket, []).append(name)
+            claimed.extend((bucket, name, raw) for name, raw in found.items())
         self.state.forget_workers(dead)
-        self._hold(fields)
-        return outgoing, fields
+        self.in_flight.update(name for _, name, _ in claimed)
+        return claimed
 
     def _hold(self, fields: dict[int, list[str]]) -> None:
         # In this thread, before the event loop sees the result: recovery (the same thread)
@@ -393,6 +438,10 @@ class JoinProcessor:
 def _event_id(item: Item) -> str:
     kind, value = item
     return str(value[0]["event_id"]) if kind == "p" else value.event_id
+
+
+def _value(raw: str) -> bytes:
+    return base64.b64decode(json.loads(raw)["value"])
 
 
 def _outgoing(raw: str) -> Outgoing:

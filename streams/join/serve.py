@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.errors import ConfigError
 from streams.join.app import build_join_app
+from streams.join.delivery import DeliveryCheck
 from streams.join.metrics import JoinMetrics
 from streams.join.policy import join_policy
 from streams.join.processor import JoinProcessor
@@ -54,12 +55,18 @@ def build_processor(
         )
     topics = settings.topics
     loop.run_until_complete(ensure_topics(settings))
-    partitions = loop.run_until_complete(
-        partition_counts(settings, [topics.predictions, topics.outcomes])
-    )
+    inputs, outputs = [topics.predictions, topics.outcomes], [topics.labeled, topics.dlq]
+    counts = loop.run_until_complete(partition_counts(settings, inputs + outputs))
     publisher = AckedPublisher(settings.kafka_bootstrap)
+    delivery = DeliveryCheck(settings.kafka_bootstrap, {t: counts[t] for t in outputs})
     return JoinProcessor(
-        settings, pipeline, join_state(settings, pipeline), publisher, metrics, partitions
+        settings,
+        pipeline,
+        join_state(settings, pipeline),
+        publisher,
+        metrics,
+        {t: counts[t] for t in inputs},
+        delivery,
     )
 
 

@@ -104,16 +104,31 @@ class JoinState:
         return f"{self._tag(bucket)}:rows:{window_start}"
 
     # -- operations ------------------------------------------------------------------------
-    def raise_watermarks(self, seen: dict[str, int], windows: Iterable[int]) -> dict[str, int]:
-        """Record the latest event time per source partition; return every partition's."""
+    def open_windows(self, windows: Iterable[int]) -> dict[str, int]:
+        """Note the performance windows a batch's predictions fall in (before their rows are
+        written); return every partition's latest event time."""
+
+        def run() -> dict[str, int]:
+            pipe = self.client.pipeline(transaction=False)
+            starts = sorted(set(windows))
+            if starts:
+                pipe.zadd(self.windows_key, {str(s): s for s in starts})
+            pipe.hgetall(self.wm_key)
+            marks = pipe.execute()[-1]
+            return {_s(k): int(v) for k, v in marks.items()}
+
+        return _guard(run)
+
+    def raise_watermarks(self, seen: dict[str, int]) -> dict[str, int]:
+        """Record the latest event time per source partition; return every partition's.
+
+        Called once a batch's decisions are stored: a watermark raised by records that are not
+        recorded yet would, after a crash, close windows those records still belong to."""
 
         def run() -> dict[str, int]:
             args: list[str | int] = []
             for name, value in seen.items():
                 args += [name, value]
-            starts = sorted(set(windows))
-            if starts:
-                self.client.zadd(self.windows_key, {str(s): s for s in starts})
             raw = self._raise(keys=[self.wm_key], args=args)
             it = iter(raw)
             return {_s(k): int(v) for k, v in zip(it, it, strict=True)}

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from streams.codecs import RecordCodec
+from streams.join.delivery import DeliveryCheck
 from streams.join.metrics import JoinMetrics
 from streams.join.processor import JoinProcessor
 from streams.join.serve import join_state
@@ -39,6 +40,7 @@ def worker(settings: Settings) -> JoinProcessor:
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
     topics = settings.topics
     partitions = {topics.predictions: 1, topics.outcomes: 1}
+    n = settings.topic_partitions
     return JoinProcessor(
         settings,
         pipeline,
@@ -46,6 +48,7 @@ def worker(settings: Settings) -> JoinProcessor:
         AckedPublisher(settings.kafka_bootstrap),
         JoinMetrics(),
         partitions,
+        DeliveryCheck(settings.kafka_bootstrap, {topics.labeled: n, topics.dlq: n}),
     )
 
 
@@ -101,22 +104,31 @@ def test_a_dead_workers_outbox_is_published_by_another_once(test_settings):
     asyncio.run(ensure_topics(settings))
     dead, alive = worker(settings), worker(settings)
     preds, outs = records(settings, 50, copy=0)
-    # The dead worker decided (the outbox holds 50 labeled records) but never published.
-    decided, _ = dead._decide(preds + outs)
-    assert len(decided) == 50
-    dead.state.heartbeat(dead.me, int(time.time() * 1000) - 60_000)
+    topic = settings.topics.labeled
 
-    async def recover_twice() -> None:
+    async def die_then_recover() -> list[float]:
+        # The dead worker decided 50 records; 20 reached Kafka before it was killed, none
+        # left its outbox (killed between the broker's ack and the outbox removal).
+        await dead.delivery.start()
+        await dead.publisher.start()
+        marks = await dead.delivery.marks()
+        decided, _ = dead._decide(preds + outs, marks)
+        assert len(decided) == 50
+        await dead.publisher.publish(decided[:20])
+        await dead.publisher.stop()
+        await dead.delivery.stop()
+        dead.state.heartbeat(dead.me, int(time.time() * 1000) - 60_000)
         await alive.publisher.start()
         alive.started = True
         try:
             await alive.recover()
-            await alive.recover()
+            await alive.recover()  # nothing left: publishes nothing
         finally:
             await alive.publisher.stop()
+        return [s.value for m in alive.metrics.recovered.collect() for s in m.samples]
 
-    asyncio.run(recover_twice())
-    topic = settings.topics.labeled
+    recovered = asyncio.run(die_then_recover())
     assert asyncio.run(record_counts(settings.kafka_bootstrap, [topic]))[topic] == 50
+    assert 30.0 in recovered  # only the 30 that had not reached Kafka
     assert alive.state.outboxes() == {}
     assert dead.me not in alive.state.heartbeat(alive.me, int(time.time() * 1000))
