@@ -80,7 +80,8 @@ async def run_backtest(
 ) -> BacktestResult:
     started, cpu = time.perf_counter(), time.process_time()
     # Versions first: an unknown one is an error before minutes of reading.
-    loaded = load_versions(Registry(settings.registry_root), pipeline, refs)
+    registry = Registry(settings.registry_root)
+    loaded = load_versions(registry, pipeline, refs)
     k = card_k(pipeline)
     data = await read_dataset(settings, pipeline, start_ms, end_ms, progress=say, on_fetch=on_fetch)
     features_done = time.perf_counter()
@@ -93,7 +94,12 @@ async def run_backtest(
     scored = time.perf_counter()
     say(f"scored {data.n_rows:,} events with {len(versions)} version(s); computing the report …")
     figures = evaluate.evaluate(data, versions, k)
-    drift = evaluate.drift(data, pipeline.feature_names)
+    # Drift against the training data of the first version listed, as the drift processor
+    # compares a window with the champion's profile; without one, against the first day.
+    profile = registry.profile(pipeline.model_name, loaded[0][1].version.version)
+    drift = evaluate.drift(data, pipeline.feature_names, profile)
+    if profile is not None:
+        drift["reference"] = f"training data of {versions[0].label} (its reference profile)"
     done = time.perf_counter()
     timing = {
         "read_and_features": round(features_done - started, 3),

@@ -4,20 +4,21 @@ precision-recall curves, score histograms, and per-day drift (PSI) of every feat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import brier_score_loss, log_loss, precision_recall_curve, roc_curve
 
 from models import metrics
+from models.profile import bin_counts, category_key
 from streams.backtest.dataset import Dataset
 from streams.backtest.score import ScoredVersion
+from streams.drift import stats
 from streams.features import MS_PER_DAY
 
 HIST_BINS = 40
 PSI_BINS = 10
-PSI_FLOOR = 1e-4  # share given to an empty bin, so PSI stays finite
 
 
 def metric_set(
@@ -112,10 +113,7 @@ def psi(reference: np.ndarray, current: np.ndarray, edges: np.ndarray) -> float:
     """Population stability index of ``current`` against ``reference`` over bins ``edges``."""
     if not len(reference) or not len(current):
         return math.nan
-    ref = np.histogram(reference, edges)[0] / len(reference)
-    cur = np.histogram(current, edges)[0] / len(current)
-    ref, cur = np.maximum(ref, PSI_FLOOR), np.maximum(cur, PSI_FLOOR)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
+    return stats.psi(np.histogram(reference, edges)[0], np.histogram(current, edges)[0])
 
 
 def bin_edges(reference: np.ndarray) -> np.ndarray:
@@ -129,19 +127,52 @@ def bin_edges(reference: np.ndarray) -> np.ndarray:
     return np.concatenate([[-np.inf], inner, [np.inf]])
 
 
-def drift(data: Dataset, feature_names: Sequence[str]) -> dict[str, Any]:
-    """PSI per feature and UTC day against the first day of the range (bins: its deciles)."""
+def profile_psi(column: Mapping[str, Any], current: np.ndarray) -> float:
+    """PSI of ``current`` against one feature of a model's reference profile (its deciles,
+    or its categories' frequencies), as the drift processor computes it."""
+    present = current[~np.isnan(current)]
+    if not present.size:
+        return math.nan
+    if column.get("kind") == "categorical":
+        freqs = column["frequencies"]
+        keys = [category_key(v) for v in present.tolist()]
+        names = sorted(set(freqs) | set(keys))
+        seen = {k: 0 for k in names}
+        for k in keys:
+            seen[k] += 1
+        return stats.psi(
+            np.array([freqs.get(k, 0.0) for k in names]), np.array(list(seen.values()))
+        )
+    reference = np.asarray(column["psi_frequencies"], dtype=np.float64)
+    return stats.psi(reference, bin_counts(present, column["psi_edges"]).astype(np.float64))
+
+
+def drift(
+    data: Dataset, feature_names: Sequence[str], profile: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """PSI per feature and UTC day against ``profile`` (a model version's reference profile:
+    its training data) or, without one, against the first day of the range (its deciles)."""
     days = np.floor_divide(data.event_time_ms, MS_PER_DAY)
     day_list = np.unique(days).tolist()
-    first = days == day_list[0] if day_list else np.zeros(0, dtype=bool)
+    order = np.argsort(days, kind="stable")
+    bounds = np.searchsorted(days[order], [*day_list, day_list[-1] + 1 if day_list else 0])
+    by_day = [order[bounds[i] : bounds[i + 1]] for i in range(len(day_list))]
+    reference = by_day[0] if by_day else np.zeros(0, dtype=np.int64)
+    columns = (profile or {}).get("features", {})
     table: dict[str, list[float]] = {}
     for j, name in enumerate(feature_names):
         column = data.X[:, j]
-        base = column[first]
-        edges = bin_edges(base)
-        table[name] = [round(psi(base, column[days == d], edges), 6) for d in day_list]
+        if name in columns:
+            values = [profile_psi(columns[name], column[rows]) for rows in by_day]
+        else:
+            base = column[reference]
+            edges = bin_edges(base)
+            values = [psi(base, column[rows], edges) for rows in by_day]
+        table[name] = [round(v, 6) for v in values]
     return {
-        "reference": "first day of the range",
+        "reference": "training data of the model's reference profile"
+        if columns
+        else "first day of the range",
         "days": [_day(d) for d in day_list],
         "psi": table,
     }

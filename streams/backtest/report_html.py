@@ -56,8 +56,8 @@ def render(doc: dict[str, Any]) -> str:
         "</div>",
         "<h2>Feature drift per day</h2>",
         f"<p class='note'>Population stability index of each feature against the "
-        f"{escape(doc['drift']['reference'])} (its deciles as bins). Above 0.1: a moderate "
-        "shift; above 0.25: a large one.</p>",
+        f"{escape(doc['drift']['reference'])} (deciles, or categories, as bins). Above 0.1: "
+        "a moderate shift; above 0.25: a large one.</p>",
         _drift(doc["drift"]),
         _per_day_table(figures, labels),
         "</body></html>",

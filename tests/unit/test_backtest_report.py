@@ -12,7 +12,7 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from streams.backtest import evaluate, report_html, report_json
 from streams.backtest.command import card_k
-from streams.backtest.dataset import build_dataset, label_rows
+from streams.backtest.dataset import Dataset, build_dataset, label_rows
 from streams.backtest.score import ScoredVersion, parse_refs
 from streams.demo.simulator import SimConfig, outcome_records, simulate, transaction_records
 from streams.errors import ConfigError
@@ -147,3 +147,25 @@ def test_refs_and_k() -> None:
     bad = dataclasses.replace(PIPELINE, sections={"backtest": {"card_precision_k": 0}})
     with pytest.raises(ConfigError, match="card_precision_k"):
         card_k(bad)
+
+
+def test_drift_against_a_profile_matches_the_profile_s_own_bins() -> None:
+    from models.profile import build_profile
+
+    rng = np.random.default_rng(3)
+    train = np.column_stack([rng.normal(size=5000), rng.integers(0, 2, 5000).astype(float)])
+    profile = build_profile(train, ["x", "flag"], rng.random(5000), np.zeros(5000), ["flag"])
+    n = 2000
+    X = np.column_stack([rng.normal(size=n), np.r_[np.zeros(n // 2), np.ones(n // 2)]])
+    X[n // 2 :, 0] += 1.0  # the second day shifts
+    times = np.repeat([0, DAY], n // 2).astype(np.int64)
+    data = Dataset(
+        0, 2 * DAY, 0, np.arange(n).astype(str), times, np.zeros(n), X, np.zeros(n), n, 0, 0, {}
+    )
+    out = evaluate.drift(data, ["x", "flag"], profile)
+    assert out["reference"] != "first day of the range"
+    x_psi, flag_psi = out["psi"]["x"], out["psi"]["flag"]
+    assert x_psi[0] < 0.05 and x_psi[1] > 0.25
+    assert flag_psi[0] > 1 and flag_psi[1] > 1  # all zeros, then all ones, against 50/50
+    fallback = evaluate.drift(data, ["x", "flag"])
+    assert fallback["psi"]["x"][0] == 0.0 and fallback["psi"]["x"][1] > 0.25
