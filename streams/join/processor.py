@@ -43,7 +43,8 @@ from streams.join.metrics import JoinMetrics
 from streams.join.policy import join_policy
 from streams.join.state import BucketChange, JoinState, bucket_of
 from streams.performance.config import performance_config
-from streams.performance.windows import row_of, window_reports
+from streams.performance.reporter import WindowReporter
+from streams.performance.windows import row_of
 from streams.pipeline import Pipeline
 from streams.publisher import AckedPublisher, Outgoing
 from streams.scoring import InputRecord, dead_letter
@@ -88,7 +89,15 @@ class JoinProcessor:
         self.prediction_codec = RecordCodec.from_file(schemas, "prediction.avsc")
         self.labeled_codec = RecordCodec.from_file(schemas, "labeled_prediction.avsc")
         self.dead_letter_codec = RecordCodec.from_file(schemas, "dead_letter.avsc")
-        self.report_codec = RecordCodec.from_file(schemas, "performance_report.avsc")
+        self.reporter = WindowReporter(
+            state,
+            pipeline.name,
+            self.policy,
+            self.perf,
+            RecordCodec.from_file(schemas, "performance_report.avsc"),
+            self.topics.performance,
+            metrics,
+        )
         # One thread: Redis, Avro and sklearn stay off the event loop, in order.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-join")
         self.beat_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtscore-beat")
@@ -108,11 +117,16 @@ class JoinProcessor:
 
     async def report(self) -> None:
         """Publish the performance windows the watermark has closed."""
-        reports, starts = await self._run(self._close_windows)
+        watermark = self.watermark
+        if watermark is None:
+            return
+        reports, starts = await self._run(
+            lambda: self.reporter.close(watermark, self.me, self.lease_ms)
+        )
         if reports:
             await self.publisher.publish(reports)
         if starts:
-            await self._run(lambda: self._reported(starts))
+            await self._run(lambda: self.reporter.reported(starts))
 
     async def recover(self) -> None:
         """Heartbeat; publish the outbox entries of workers that stopped heartbeating."""
@@ -405,34 +419,6 @@ class JoinProcessor:
         # In this thread, before the event loop sees the result: recovery (the same thread)
         # must never take a record that a batch is about to publish.
         self.in_flight.update(n for names in fields.values() for n in names)
-
-    def _reported(self, starts: list[int]) -> None:
-        for start in starts:
-            self.state.window_reported(start)
-
-    def _close_windows(self) -> tuple[list[Outgoing], list[int]]:
-        if self.watermark is None:
-            return [], []
-        policy = self.policy
-        # A window is final once every prediction in it is decided: its last event's window
-        # (max_delay) and the grace have passed the watermark.
-        before = self.watermark - self.perf.window_ms - policy.max_delay_ms - policy.grace_ms
-        outgoing: list[Outgoing] = []
-        starts: list[int] = []
-        now = int(time.time() * 1000)
-        for start in self.state.closable_windows(before):
-            if not self.state.claim_report(start, self.me, self.lease_ms):
-                continue
-            reports = window_reports(
-                self.state.window_rows(start), self.pipeline.name, start, self.perf, now
-            )
-            key = self.pipeline.name.encode()
-            outgoing.extend(
-                (self.topics.performance, key, self.report_codec.encode(r), start) for r in reports
-            )
-            self.metrics.report(reports)
-            starts.append(start)
-        return outgoing, starts
 
 
 def _event_id(item: Item) -> str:
