@@ -1,10 +1,12 @@
 """Two drift processors in one consumer group over three partitions, on the real broker and
 Redis: one report per window, global counts (every partition, both workers, no row twice after
-the rebalance between them), and the shifted window alerts on the shifted feature."""
+the rebalance between them), and each injected change alerts in its window: a feature shift,
+a burst of dead letters (a schema break), a label rate that triples (labels only)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -23,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from models.profile import build_profile
 from models.registry import Registry
 from streams.codecs import RecordCodec
+from streams.drift.config import drift_config
 from streams.pipeline import load_pipeline
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -32,6 +35,8 @@ DAY = 86_400_000
 START = 1_704_067_200_000  # 2024-01-01 UTC
 WINDOWS, PARTITIONS, ROWS = 6, 3, 300  # rows per window and partition
 SHIFTED = 3  # TX_AMOUNT doubles in this window
+SCHEMA_BREAK = 1  # 40 undecodable input records in this window
+LABEL_SHIFT = 1  # a fifth of this window's events are positive (else 5 %)
 
 
 def _rows(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
@@ -69,7 +74,10 @@ async def _produce(
     model: LogisticRegression,
     windows: range,
 ) -> None:
+    """Predictions and outcomes per partition in time order; dead letters of a schema break."""
     codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
+    dead_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
+    topics = settings.topics
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
     await producer.start()
     try:
@@ -81,6 +89,7 @@ async def _produce(
                     X[:, 0] *= 2.0
                 times = START + w * DAY + np.sort(rng.integers(0, DAY, ROWS))
                 scores = model.predict_proba(X)[:, 1]
+                positive = rng.uniform(0, 1, ROWS) < (0.2 if w == LABEL_SHIFT else 0.05)
                 for x, t, score in zip(X, times, scores, strict=True):
                     record = {
                         "prediction_id": f"{p}-{offset}",
@@ -101,10 +110,41 @@ async def _produce(
                         "batch_latency_ms": 1.0,
                         "shadows": [],
                     }
-                    await producer.send(
-                        settings.topics.predictions, codec.encode(record), partition=p
-                    )
+                    await producer.send(topics.predictions, codec.encode(record), partition=p)
                     offset += 1
+                for i, t in enumerate(times[positive]):
+                    outcome = {
+                        "transaction_id": p * 1_000_000 + w * 1000 + i,
+                        "outcome_datetime": int(t) + DAY // 2,
+                        "tx_datetime": int(t),
+                        "customer_id": p,
+                        "terminal_id": 1,
+                        "is_fraud": True,
+                        "scenario": 1,
+                    }
+                    await producer.send(topics.outcomes, json.dumps(outcome).encode(), partition=p)
+        if SCHEMA_BREAK in windows:
+            t = START + SCHEMA_BREAK * DAY + DAY // 2
+            # this pipeline's events, another pipeline's, and outcomes: only the first count
+            for i, (pipeline, source) in enumerate(
+                [("fraud", topics.events)] * 40
+                + [("other", topics.events)] * 10
+                + [("fraud", topics.outcomes)] * 10
+            ):
+                dead = {
+                    "original_value": b"\x00garbage",
+                    "original_key": None,
+                    "source_topic": source,
+                    "source_partition": i % PARTITIONS,
+                    "source_offset": i,
+                    "source_timestamp": t + i,
+                    "stage": "decode",
+                    "reason": "undecodable",
+                    "error": "not a Transaction",
+                    "pipeline": pipeline,
+                    "dead_lettered_time": t,
+                }
+                await producer.send(topics.dlq, dead_codec.encode(dead), partition=i % PARTITIONS)
         await producer.flush()
     finally:
         await producer.stop()
@@ -157,13 +197,14 @@ def test_two_processors_report_each_window_once_with_global_counts(
     test_settings: Settings, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(0)
-    # predictions only: without outcomes, label drift (which waits for them) is off
+    # one-day windows; the report of day d carries the labels of day d - 1
     pipeline_file = tmp_path / "fraud.toml"
-    text = test_settings.pipeline.read_text()
-    text = text.replace("[drift]\n", "[drift]\nlabels = false\n", 1)
-    pipeline_file.write_text(re.sub(r'(?m)^window = "\w+"', 'window = "1d"', text, count=1))
-    assert "labels = false" in pipeline_file.read_text()
-    assert 'window = "1d"' in pipeline_file.read_text()
+    before, _, drift = test_settings.pipeline.read_text().partition("[drift]\n")
+    drift = re.sub(r'(?m)^window = "\w+"', 'window = "1d"', drift, count=1)
+    drift = re.sub(r'(?m)^label_lag = "\w+"', 'label_lag = "1d"', drift, count=1)
+    pipeline_file.write_text(before + "[drift]\n" + drift)
+    config = drift_config(load_pipeline(pipeline_file, test_settings.schemas_dir))
+    assert (config.window_ms, config.label_lag_windows) == (DAY, 1)
     settings = test_settings.model_copy(update={"pipeline": pipeline_file})
     width = len(load_pipeline(settings.pipeline, settings.schemas_dir).feature_names)
     model = _register(settings, rng)
@@ -203,10 +244,21 @@ def test_two_processors_report_each_window_once_with_global_counts(
     # the last window stays open: no partition has passed its end
     assert starts == [START + w * DAY for w in range(WINDOWS - 1)], logs
     assert [r["rows"] for r in reports] == [PARTITIONS * ROWS] * (WINDOWS - 1), logs
-    for r in reports:
-        amount = next(f for f in r["features"] if f["name"] == "TX_AMOUNT")
-        if r["window_start"] == START + SHIFTED * DAY:
-            assert amount["status"] == "alert" and "TX_AMOUNT" in r["drifted"]
-        else:
-            # stationary windows: nothing drifts
-            assert r["status"] == "ok", r["drifted"]
+    drifted = {(r["window_start"] - START) // DAY: set(r["drifted"]) for r in reports}
+    # the score is computed from the amount: it may drift with it
+    assert {"TX_AMOUNT"} <= drifted.pop(SHIFTED) <= {"TX_AMOUNT", "__score__"}, logs
+    assert drifted == {
+        0: set(),
+        SCHEMA_BREAK: {"dead_letters:undecodable"},
+        LABEL_SHIFT + 1: {"__label__"},
+        4: set(),
+    }, logs
+    by_window = {(r["window_start"] - START) // DAY: r for r in reports}
+    assert by_window[SCHEMA_BREAK]["status"] == "alert"  # a schema break alerts the pipeline
+    assert by_window[SCHEMA_BREAK]["dead_letters"][0]["count"] == 40
+    labels = by_window[LABEL_SHIFT + 1]["labels"]
+    assert labels["window_start"] == START + LABEL_SHIFT * DAY
+    assert labels["rows"] == PARTITIONS * ROWS and labels["status"] == "alert"
+    assert by_window[0]["labels"] is None  # no earlier window
+    amount = next(f for f in by_window[SHIFTED]["features"] if f["name"] == "TX_AMOUNT")
+    assert amount["status"] == "alert"
