@@ -45,6 +45,14 @@ def champion_reference(settings: Settings, pipeline: Pipeline) -> Reference:
             f"than {pipeline.source}",
             hint="retrain with `rtscore train`, or promote a version trained on this pipeline",
         )
+    declared = set(drift_config(pipeline).categorical)
+    profiled = {n for n, f in profile["features"].items() if f.get("kind") == "categorical"}
+    if declared != profiled:
+        raise ConfigError(
+            f"{pipeline.source} [drift] categorical is {sorted(declared)} but the profile of "
+            f"{version.name} v{version.version} has category frequencies for {sorted(profiled)}",
+            hint="retrain with `rtscore train` after changing [drift] categorical",
+        )
     layout = Layout.from_profile(profile, pipeline.feature_names)
     return Reference(version.name, version.version, profile, layout)
 

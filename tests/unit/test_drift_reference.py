@@ -68,3 +68,16 @@ def test_a_profile_of_other_features_is_refused(settings: Settings) -> None:
     _register(settings, names, [f"other_{n}" for n in names])
     with pytest.raises(ConfigError, match="describes other features"):
         champion_reference(settings, load_pipeline(settings.pipeline, settings.schemas_dir))
+
+
+def test_categorical_features_must_match_the_profile(settings: Settings, tmp_path: Path) -> None:
+    names = load_pipeline(settings.pipeline, settings.schemas_dir).feature_names
+    _register(settings, names, names)  # profiled without categorical features
+    text = settings.pipeline.read_text().replace(
+        "categorical = []", 'categorical = ["TX_DURING_WEEKEND"]', 1
+    )
+    assert 'categorical = ["TX_DURING_WEEKEND"]' in text
+    pipeline_file = tmp_path / "fraud.toml"
+    pipeline_file.write_text(text)
+    with pytest.raises(ConfigError, match="category frequencies"):
+        champion_reference(settings, load_pipeline(pipeline_file, settings.schemas_dir))
