@@ -70,6 +70,20 @@ class Step:
     counts: Counter[str] = field(default_factory=Counter)
 
 
+def label_of(value: Any, field_name: str) -> int:
+    """The 1/0 label of an outcome's label field: a boolean, or the integer 1 or 0."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    raise InvalidEvent(
+        "bad_label",
+        f"the outcome's label field {field_name!r} is {value!r}; the join needs true/false or "
+        "1/0. Fix the producer, or point [outcomes] label_field at a boolean field.",
+        stage="join",
+    )
+
+
 def prediction_state(prediction: dict[str, Any]) -> dict[str, Any]:
     """The part of a Prediction record the join keeps (not the feature vector)."""
     return {name: prediction[name] for name in PREDICTION_FIELDS}

@@ -37,6 +37,7 @@ from streams.join.decide import (
     add_prediction,
     close,
     deadline,
+    label_of,
 )
 from streams.join.delivery import DeliveryCheck, Marks
 from streams.join.metrics import JoinMetrics
@@ -294,7 +295,10 @@ class JoinProcessor:
             return "p", pred, pred["event_id"], int(pred["event_time"])
         fields = self.decoder.decode(record.value, record.headers)
         spec = self.outcomes
-        label = 1 if spec.label_field is None else int(bool(fields[spec.label_field]))
+        # An outcome without a label field is a positive (e.g. a chargeback feed).
+        label = (
+            1 if spec.label_field is None else label_of(fields[spec.label_field], spec.label_field)
+        )
         outcome = OutcomeIn(
             event_id=str(fields[spec.id_field]),
             time_ms=int(fields[spec.time_field]),

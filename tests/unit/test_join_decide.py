@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.join.decide import OutcomeIn, add_outcome, add_prediction, close, deadline
+import pytest
+
+from streams.errors import InvalidEvent
+from streams.join.decide import (
+    OutcomeIn,
+    add_outcome,
+    add_prediction,
+    close,
+    deadline,
+    label_of,
+)
 from streams.join.policy import JoinPolicy
 from streams.scoring import InputRecord
 
@@ -104,3 +114,11 @@ def test_orphan_outcome_is_dead_lettered_whole_and_a_late_prediction_still_match
     assert close(step.state, 20 * DAY, POLICY).dead == []  # dead-lettered once
     late = add_prediction(step.state, prediction(), "x.predictions/0/1", POLICY)
     assert late.labeled[0]["status"] == "matched" and late.counts["late_prediction"] == 1
+
+
+def test_labels_are_booleans_or_one_and_zero() -> None:
+    assert [label_of(v, "y") for v in (True, False, 1, 0)] == [1, 0, 1, 0]
+    for bad in ("false", 2, 0.5, None):
+        with pytest.raises(InvalidEvent, match="label field 'y'") as info:
+            label_of(bad, "y")
+        assert info.value.reason == "bad_label" and info.value.stage == "join"
