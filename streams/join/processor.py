@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+from aiokafka.errors import KafkaError
+
 from streams.codecs import RecordCodec
 from streams.errors import DependencyUnavailable, InvalidEvent
 from streams.join.decide import (
@@ -150,7 +152,14 @@ class JoinProcessor:
         claimed = await self._run(lambda: self._claim(dead))
         if not claimed:
             return
-        there = await self._already_published(claimed)
+        try:
+            there = await self._already_published(claimed)
+        except KafkaError as exc:
+            # Now this worker's entries: the next tick looks again.
+            self.in_flight -= {name for _, name, _ in claimed}
+            self.left_behind = True
+            log.warning("cannot check what a stopped worker published (%r); retrying", exc)
+            return
         outgoing = [_outgoing(raw) for _, _, raw in claimed if _value(raw) not in there]
         fields: dict[int, list[str]] = {}
         for bucket, name, _ in claimed:
