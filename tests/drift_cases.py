@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -70,3 +71,42 @@ def missing_burst(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Non
 
 def concept_change(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
     y[:] = (rng.uniform(0, 1, len(y)) < 3 * LABEL_RATE).astype(int)  # features unchanged
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rows_for(
+    rng: np.random.Generator, n: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stationary rows of ``width`` numeric features (the demo pipeline's width)."""
+    X = rng.lognormal(1.0, 0.5, (n, width))
+    return X, 1.0 / (1.0 + np.exp(-0.1 * X[:, 0])), (rng.uniform(0, 1, n) < LABEL_RATE).astype(int)
+
+
+def reference_for(names: list[str], seed: int = 0) -> Reference:
+    X, scores, labels = rows_for(np.random.default_rng(seed), 5_000, len(names))
+    profile = build_profile(X, names, scores, labels)
+    return Reference("fraud", 1, profile, Layout.from_profile(profile, names))
+
+
+def prediction(t: int, x: np.ndarray, score: float, partition: int, offset: int) -> dict:
+    return {
+        "prediction_id": f"{partition}-{offset}",
+        "pipeline": "fraud",
+        "event_id": f"{partition}-{offset}",
+        "entity_key": str(partition),
+        "event_time": t,
+        "model_name": "fraud",
+        "model_version": 1,
+        "variant": "champion",
+        "score": score,
+        "features": [float(v) for v in x],
+        "source_partition": partition,
+        "source_offset": offset,
+        "ingest_time": t,
+        "scored_time": t,
+        "batch_size": 1,
+        "batch_latency_ms": 1.0,
+        "shadows": [],
+    }

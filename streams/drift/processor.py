@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import faust
 import numpy as np
+import redis
 
 from streams.codecs import RecordCodec
 from streams.drift.config import DriftConfig
@@ -174,6 +175,14 @@ class DriftProcessor:
 
     async def close_ready(self) -> None:
         """Report every window all partitions have passed; this worker reports those it claims."""
+        try:
+            await self._close_ready()
+        except Exception:
+            # Never out of an agent or the timer: a claimed window's lease expires and the
+            # next attempt (a batch, or the timer within 5 s) reports it.
+            log.exception("drift: reporting windows failed; retrying on the next batch")
+
+    async def _close_ready(self) -> None:
         async with self._closing:
             claimed = await self._run(self._claim)
             for window, label_window, report in claimed:
@@ -232,8 +241,8 @@ class DriftProcessor:
         while True:
             try:
                 return await loop.run_in_executor(self.executor, step)
-            except DependencyUnavailable as exc:
-                log.warning("drift paused: %s; retrying in %.1fs", exc.message, delay)
+            except (DependencyUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("drift paused: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -1,0 +1,183 @@
+"""The drift processor's batch logic without a network: an in-memory window state with the
+Redis one's semantics, a publisher that records. Reports once per window, redelivery adds
+nothing, Redis outages pause, and a failure never escapes a batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from streams.codecs import RecordCodec
+from streams.drift.config import DriftConfig
+from streams.drift.histogram import merge
+from streams.drift.metrics import DriftMetrics
+from streams.drift.processor import DriftProcessor, Record
+from streams.drift.window_state import Aggregate, Item
+from streams.pipeline import load_pipeline
+from streams.settings import Settings
+from tests import drift_cases as dc
+
+DAY = dc.DAY_MS
+
+
+class MemoryState:
+    """WindowState's contract in a dict: per-window offsets, watermarks, claims, done marks."""
+
+    def __init__(self) -> None:
+        self.counts_: dict[tuple[int, bool], dict[str, float]] = {}
+        self.offsets: dict[tuple[int, bool, str], int] = {}
+        self.done: set[tuple[int, bool]] = set()
+        self.claimed: set[int] = set()
+        self.marks: dict[bool, dict[int, int]] = {False: {}, True: {}}
+        self.open: set[int] = set()
+        self.fail_next = 0
+
+    def apply(
+        self, topic: str, items: Sequence[Item], aggregate: Aggregate, labels: bool = False
+    ) -> int:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise redis.ConnectionError("Redis is restarting")
+        late = 0
+        for window in sorted({i.window for i in items}):
+            rows = [i for i in items if i.window == window]
+            if (window, labels) in self.done:
+                late += len(rows)
+                continue
+            fresh = []
+            for r in rows:
+                key = (window, labels, f"{topic}:{r.partition}")
+                if r.offset > self.offsets.get(key, -1):
+                    self.offsets[key] = r.offset
+                    fresh.append(r.index)
+            if fresh:
+                old = self.counts_.get((window, labels), {})
+                self.counts_[(window, labels)] = merge(old, aggregate(fresh))
+            if not labels:
+                self.open.add(window)
+        return late
+
+    def raise_watermarks(self, times: Mapping[int, int], outcomes: bool = False) -> None:
+        marks = self.marks[outcomes]
+        for p, t in times.items():
+            marks[p] = max(marks.get(p, t), t)
+
+    def closable(
+        self, partitions: int, window_ms: int, grace_ms: int, outcome_partitions: int = 0
+    ) -> list[int]:
+        lows = [min(self.marks[False].values())] if len(self.marks[False]) >= partitions else []
+        if outcome_partitions:
+            out = self.marks[True]
+            lows.append(min(out.values()) if len(out) >= outcome_partitions else -(2**63))
+        if not lows:
+            return []
+        low = min(lows)
+        return sorted(w for w in self.open if w + window_ms + grace_ms <= low)
+
+    def claim(self, window: int) -> bool:
+        if window in self.claimed or (window, False) in self.done:
+            return False
+        self.claimed.add(window)
+        return True
+
+    def counts(self, window: int, labels: bool = False) -> dict[str, float]:
+        return dict(self.counts_.get((window, labels), {}))
+
+    def finish(self, window: int, label_window: int | None) -> None:
+        self.done.add((window, False))
+        self.open.discard(window)
+        if label_window is not None:
+            self.done.add((label_window, True))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, int]] = []
+
+    async def publish(self, outgoing: Sequence[tuple[str, bytes | None, bytes, int]]) -> None:
+        self.sent.extend(outgoing)
+
+
+@pytest.fixture
+def processor(tmp_path: Path) -> DriftProcessor:
+    settings = Settings(home=tmp_path, metrics_port=0, topic_prefix="t")
+    pipeline = load_pipeline(dc.REPO / "streams" / "demo" / "fraud.toml", settings.schemas_dir)
+    ref = dc.reference_for(pipeline.feature_names)
+    config = DriftConfig(window_ms=DAY, grace_ms=0, label_lag_windows=1)
+    return DriftProcessor(
+        settings,
+        pipeline,
+        config,
+        ref,
+        MemoryState(),
+        Recorder(),
+        DriftMetrics(),
+        2,  # type: ignore[arg-type]
+    )
+
+
+def predictions(
+    p: DriftProcessor, partition: int, day: int, n: int, first_offset: int
+) -> list[Record]:
+    codec = RecordCodec.from_file(Settings().schemas_dir, "prediction.avsc")
+    rng = np.random.default_rng(day * 10 + partition)
+    X, scores, _ = dc.rows_for(rng, n, len(p.reference.layout.columns))
+    out = []
+    for i in range(n):
+        t = day * DAY + int(i * DAY / n)
+        value = codec.encode(dc.prediction(t, X[i], float(scores[i]), partition, first_offset + i))
+        out.append(Record(p.topics.predictions, partition, first_offset + i, value))
+    return out
+
+
+def reports(p: DriftProcessor) -> list[dict[str, Any]]:
+    codec = RecordCodec.from_file(Settings().schemas_dir, "drift_report.avsc")
+    return [codec.decode(v) for _, _, v, _ in p.publisher.sent]  # type: ignore[attr-defined]
+
+
+def test_a_window_is_reported_once_when_both_partitions_passed_it(
+    processor: DriftProcessor,
+) -> None:
+    processor.outcome_decoder = None  # no label gating here
+    run = asyncio.run
+    run(processor.predictions(predictions(processor, 0, 0, 300, 0)))
+    run(processor.predictions(predictions(processor, 0, 1, 300, 300)))
+    assert reports(processor) == [], "partition 1 has not been seen"
+    run(processor.predictions(predictions(processor, 1, 0, 300, 0)))
+    # redelivered after a crash: the same offsets again
+    run(processor.predictions(predictions(processor, 1, 0, 300, 0)))
+    run(processor.predictions(predictions(processor, 1, 1, 300, 300)))
+    run(processor.close_ready())
+    sent = reports(processor)
+    assert [r["window_start"] for r in sent] == [0]
+    assert sent[0]["rows"] == 600
+    assert processor.publisher.sent[0][1] == b"fraud"  # type: ignore[attr-defined]
+
+
+def test_a_redis_outage_pauses_the_batch_and_nothing_is_lost(processor: DriftProcessor) -> None:
+    processor.outcome_decoder = None
+    processor.state.fail_next = 2  # type: ignore[attr-defined]
+    asyncio.run(processor.predictions(predictions(processor, 0, 0, 100, 0)))
+    assert processor.state.counts(0)["rows"] == 100  # type: ignore[attr-defined]
+
+
+def test_unreadable_records_are_skipped_and_a_failing_close_does_not_raise(
+    processor: DriftProcessor,
+) -> None:
+    processor.outcome_decoder = None
+    good = predictions(processor, 0, 0, 10, 0)
+    bad = Record(processor.topics.predictions, 0, 10, b"\x00not avro")
+    asyncio.run(processor.predictions([*good, bad]))
+    assert processor.state.counts(0)["rows"] == 10  # type: ignore[attr-defined]
+
+    def boom(*_: object) -> list[int]:
+        raise RuntimeError("a bug")
+
+    processor.state.closable = boom  # type: ignore[method-assign]
+    asyncio.run(processor.close_ready())  # logged, not raised
