@@ -31,7 +31,7 @@ from streams.bench.report import MB, ContenderResult, LoadResult, build_report, 
 from streams.bench.throughput import OutputCounter, measure_backlog
 from streams.bench.worker import ContenderProcess, argv_for
 from streams.codecs import RecordCodec
-from streams.errors import InfraError
+from streams.errors import ConfigError, InfraError
 from streams.features.redis_store import RedisStore
 from streams.pipeline import Pipeline, load_pipeline
 from streams.progress import Progress
@@ -55,7 +55,10 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
-        raise SystemExit(f"rtscore bench: unknown contender(s) {unknown}; use {CONTENDERS}")
+        raise ConfigError(
+            f"unknown contender(s) {', '.join(unknown)}",
+            hint=f"--contenders takes some of {','.join(CONTENDERS)}",
+        )
     names = [n for n in CONTENDERS if n in names]
     loads = [float(x) for x in args.loads.split(",") if x.strip()]
     run = uuid.uuid4().hex[:6]
