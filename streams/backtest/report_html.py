@@ -170,7 +170,7 @@ def _histogram(model: dict[str, Any], label: str, colour: str) -> str:
     ticks = [(-4.0, "0.01%"), (-3.0, "0.1%"), (-2.0, "1%"), (-1.0, "10%"), (0.0, "100%")]
     return line_chart(
         series, title=f"Scores of {label}", x_label="score", y_label="share of class (log)",
-        x_domain=(0, 1), y_domain=(-5, 0), y_ticks=ticks, width=440, height=260,
+        x_domain=(0, 1), y_domain=(-5, 0), y_ticks=ticks, width=430, height=260,
     )  # fmt: skip
 
 

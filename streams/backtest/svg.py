@@ -9,6 +9,7 @@ from html import escape
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 46, 44
+LEGEND_ROW = 14
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,10 @@ def line_chart(
     markers: bool = False,
 ) -> str:
     """Lines through each series' points (NaN points break a line)."""
-    pw, ph = width - MARGIN_LEFT - MARGIN_RIGHT, height - MARGIN_TOP - MARGIN_BOTTOM
+    legend, rows = _legend(series, MARGIN_LEFT, 34, width - MARGIN_RIGHT)
+    top = MARGIN_TOP + LEGEND_ROW * (rows - 1)
+    height += top - MARGIN_TOP
+    pw, ph = width - MARGIN_LEFT - MARGIN_RIGHT, height - top - MARGIN_BOTTOM
     (x0, x1), (y0, y1) = x_domain, y_domain
     x1 = x1 if x1 > x0 else x0 + 1
     y1 = y1 if y1 > y0 else y0 + 1
@@ -62,7 +66,7 @@ def line_chart(
         return MARGIN_LEFT + (x - x0) / (x1 - x0) * pw
 
     def sy(y: float) -> float:
-        return MARGIN_TOP + ph - (y - y0) / (y1 - y0) * ph
+        return top + ph - (y - y0) / (y1 - y0) * ph
 
     parts = [_open(width, height, title)]
     yt = y_ticks if y_ticks is not None else [(t, _fmt(t)) for t in _ticks(y0, y1)]
@@ -76,14 +80,13 @@ def line_chart(
     xt = x_ticks if x_ticks is not None else [(t, _fmt(t)) for t in _ticks(x0, x1)]
     for t, text in xt:
         parts.append(
-            f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{MARGIN_TOP + ph}" '
-            f'y2="{MARGIN_TOP + ph + 4}" stroke="#888"/>'
-            f'<text x="{sx(t):.1f}" y="{MARGIN_TOP + ph + 16}" text-anchor="middle" '
+            f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top + ph}" '
+            f'y2="{top + ph + 4}" stroke="#888"/>'
+            f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle" '
             f'class="tick">{escape(text)}</text>'
         )
     parts.append(
-        f'<rect x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{pw}" height="{ph}" fill="none" '
-        'stroke="#bbb"/>'
+        f'<rect x="{MARGIN_LEFT}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>'
     )
     if diagonal:
         parts.append(
@@ -111,10 +114,10 @@ def line_chart(
     parts.append(
         f'<text x="{MARGIN_LEFT + pw / 2}" y="{height - 6}" text-anchor="middle" '
         f'class="axis">{escape(x_label)}</text>'
-        f'<text transform="translate(14 {MARGIN_TOP + ph / 2}) rotate(-90)" '
+        f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" '
         f'text-anchor="middle" class="axis">{escape(y_label)}</text>'
     )
-    parts.append(_legend(series, MARGIN_LEFT, 34))
+    parts.append(legend)
     parts.append("</svg>")
     return "".join(parts)
 
@@ -137,22 +140,27 @@ def _open(width: int, height: int, title: str, x: int = MARGIN_LEFT) -> str:
     )
 
 
-def _legend(series: Sequence[Series], x: float, y: float) -> str:
-    """One row of swatches and labels between the title and the plot."""
+def _legend(series: Sequence[Series], x0: float, y: float, right: float) -> tuple[str, int]:
+    """Swatches and labels between the title and the plot, wrapped at ``right``; the SVG and
+    the number of rows."""
     seen: dict[str, Series] = {}
     for s in series:
         seen.setdefault(s.label, s)
     parts = ['<g class="legend">']
+    x, rows = x0, 1
     for s in seen.values():
+        step = 22 + len(s.label) * 6.0 + 14
+        if x > x0 and x + step - 14 > right:
+            x, y, rows = x0, y + LEGEND_ROW, rows + 1
         dash = ' stroke-dasharray="6 3"' if s.dashed else ""
         parts.append(
             f'<line x1="{x:.0f}" x2="{x + 18:.0f}" y1="{y - 4}" y2="{y - 4}" stroke="{s.color}" '
             f'stroke-width="2.5"{dash}/><text x="{x + 22:.0f}" y="{y}" class="tick">'
             f"{escape(s.label)}</text>"
         )
-        x += 22 + len(s.label) * 6.0 + 14
+        x += step
     parts.append("</g>")
-    return "".join(parts)
+    return "".join(parts), rows
 
 
 def heatmap(
