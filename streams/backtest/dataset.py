@@ -7,6 +7,7 @@ the online one (invariant 2). Labels follow the shared join policy. Nothing is w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,10 +78,10 @@ async def read_dataset(
         f"reading {topics.events} from {show_time(warm_start)} (a warm-up of "
         f"{pipeline.lookback_ms / 86_400_000:g} days before the range) …"
     )
-    events_slice = await read_range(bootstrap, topics.events, warm_start, end_ms, progress=on_fetch)
-    # An outcome may arrive up to max_delay after the event it labels.
-    outcomes_slice = await read_range(
-        bootstrap, topics.outcomes, warm_start, end_ms + policy.max_delay_ms
+    # Both at once; an outcome may arrive up to max_delay after the event it labels.
+    events_slice, outcomes_slice = await asyncio.gather(
+        read_range(bootstrap, topics.events, warm_start, end_ms, progress=on_fetch),
+        read_range(bootstrap, topics.outcomes, warm_start, end_ms + policy.max_delay_ms),
     )
     events = decode_slice(pipeline.events, events_slice, settings.max_event_bytes)
     outcomes = decode_slice(pipeline.outcomes, outcomes_slice, settings.max_event_bytes)
