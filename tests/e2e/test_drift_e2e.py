@@ -217,7 +217,8 @@ def test_two_processors_report_each_window_once_with_global_counts(
         # the second joins once the first is counting: the rebalance hands it partitions
         # whose last batches may be applied but not committed, to be read again
         deadline = time.monotonic() + 60
-        while not list(client.scan_iter(match=f"{{{settings.namespace}:drift:*:offsets")):
+        pattern = f"{{{settings.namespace}:drift:*:offsets"
+        while not list(client.scan_iter(match=pattern, count=5000)):
             assert time.monotonic() < deadline, (tmp_path / "drift-a.log").read_text()[-3000:]
             assert procs[0].poll() is None, (tmp_path / "drift-a.log").read_text()[-3000:]
             time.sleep(0.2)
@@ -236,7 +237,7 @@ def test_two_processors_report_each_window_once_with_global_counts(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for key in client.scan_iter(match=f"*{settings.namespace}:drift:*"):
+        for key in client.scan_iter(match=f"{{{settings.namespace}:drift:*", count=5000):
             client.delete(key)
 
     logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("drift-*.log")))

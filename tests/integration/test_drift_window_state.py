@@ -18,7 +18,7 @@ DAY = 86_400_000
 def client(redis_url: str, unique_prefix: str) -> Iterator[redis.Redis]:
     c = redis.Redis.from_url(redis_url)
     yield c
-    for key in c.scan_iter(match=f"*{unique_prefix}*"):
+    for key in c.scan_iter(match=f"{{{unique_prefix}:*", count=5000):
         c.delete(key)
 
 
