@@ -110,24 +110,30 @@ def check_performance(settings: Settings, labeled: list[dict]) -> int:
         )
     windows = {k for k in groups if k[0] < 40 * DAY}
     assert seen == windows, "a closed window/scorer without its report (or an extra one)"
+    assert len(reports) == len(seen), "a window reported twice"
     return len(reports)
 
 
-def test_every_prediction_labeled_once_and_metrics_equal_sklearn(test_settings, tmp_path):
+def test_two_workers_label_every_prediction_once_and_metrics_equal_sklearn(test_settings, tmp_path):
     settings = test_settings.model_copy(update={"batch_max": 200})
     asyncio.run(ensure_topics(settings))
     w = build_workload(600, seed=3, partitions=settings.topic_partitions)
     produce_workload(settings, w)
-    join = JoinProcess(settings, tmp_path / "join.log")
+    # Two join workers in one consumer group share the partitions (and rebalance at start).
+    joins = [JoinProcess(settings, tmp_path / f"join{i}.log") for i in range(2)]
     try:
-        wait_for(settings, join, w, timeout=60)
+        wait_for(settings, joins[0], w, timeout=60)
+        joins[1].alive()
         time.sleep(1.0)  # anything beyond the expected would show up now
     finally:
-        assert join.stop(signal.SIGTERM) == 0, join.log_tail()
+        for join in joins:
+            assert join.stop(signal.SIGTERM) == 0, join.log_tail()
     labeled, extra = check_exactly_once(settings, w)
-    assert extra == 0, "no redelivery happened, so no copy is allowed"
+    assert extra == 0, "no worker died, so no copy is allowed"
     done = reconcile(settings, w)
     n_reports = check_performance(settings, labeled)
+    state = join_state(settings, load_pipeline(settings.pipeline, settings.schemas_dir))
+    assert len(state.client.hgetall(state.alive_key)) == 2, "both workers ran"
     print(f"join: {done}; {n_reports} performance reports")
     _cleanup(settings)
 
