@@ -15,6 +15,7 @@ from models.profile import build_profile
 from models.registry import ModelVersion, Registry
 from models.topic_reader import TopicSlice, read_range
 from models.training import TrainingSet, build_training_set, evaluate, fit, without_known_positives
+from streams.drift.config import drift_config
 from streams.errors import ConfigError, InvalidEvent
 from streams.features.offline import offline_features
 from streams.join.policy import JoinPolicy, join_policy
@@ -155,8 +156,13 @@ async def train_from_topics(
     if sets.excluded:
         progress(f"test: {sets.excluded:,} events of entities with a known positive left out")
     metrics = evaluate(model, test, card_key=test.entity_keys)
+    # The drift processor compares by category the features [drift] declares categorical.
     profile = build_profile(
-        train.X, pipeline.feature_names, model.predict_proba(train.X)[:, 1], train.y
+        train.X,
+        pipeline.feature_names,
+        model.predict_proba(train.X)[:, 1],
+        train.y,
+        categorical=drift_config(pipeline).categorical,
     )
     metadata = {
         "pipeline": pipeline.name,
