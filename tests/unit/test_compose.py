@@ -196,7 +196,14 @@ def test_prometheus_scrapes_the_workers_metrics_port(services: dict[str, Any]) -
             scraped.update(static["targets"])
         for dns in job.get("dns_sd_configs", []):
             scraped.update(f"{name}:{dns['port']}" for name in dns["names"])
-    assert f"worker:{port}" in scraped
+    # scoring, join (+1) and drift (+2): `rtscore worker` runs the three processors
+    assert {f"worker:{port + i}" for i in range(3)} <= scraped
+    # every rule file Prometheus loads is mounted beside its config
+    mounted = {target: REPO / s for s, target, *_ in mounts}
+    for rule_file in config.get("rule_files", []):
+        target = f"/etc/prometheus/{rule_file}"
+        assert target in mounted, f"{rule_file} is not mounted into the prometheus container"
+        assert mounted[target] == config_path.parent / rule_file
 
 
 def test_docker_compose_accepts_the_file() -> None:
