@@ -22,8 +22,11 @@ log = logging.getLogger("rtscore")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    # A worker logs what it does; the other commands print their own progress and results.
-    quiet = logging.INFO if args.command == "worker" else logging.WARNING
+    # Processors log what they do; the other commands print their own progress and results.
+    runs_processor = args.command in ("worker", "join") or (
+        args.command == "drift" and getattr(args, "drift_action", None) == "run"
+    )
+    quiet = logging.INFO if runs_processor else logging.WARNING
     # Each processor of `rtscore worker` runs in its own process: tag its lines with its name.
     processors = getattr(args, "processors", None) or []
     tag = f"[{processors[0]}] " if len(processors) == 1 else ""
