@@ -88,10 +88,17 @@ def load_routing(
         return ServingModel(state.model_name, version, alias, used[(state.model_name, version)][0])
 
     arms = state.arms()
+    # A shadow of the very version that decides every event (e.g. just after the challenger
+    # was promoted) would only repeat the decision's score: it is left out until it differs.
+    deciding = {state.aliases[alias] for alias, _ in arms}
     routing = Routing(
         arms=tuple(model(alias) for alias, _ in arms),
         weights=tuple(weight for _, weight in arms),
-        shadows=tuple(Shadow(model(alias), share) for alias, share in state.shadow_shares()),
+        shadows=tuple(
+            Shadow(model(alias), share)
+            for alias, share in state.shadow_shares()
+            if deciding != {state.aliases[alias]}
+        ),
     )
     return routing, used
 

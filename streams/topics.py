@@ -119,3 +119,34 @@ async def record_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
     for tp in tps:
         counts[tp.topic] += ends[tp] - starts[tp]
     return counts
+
+
+async def group_lag(bootstrap: str, group: str, names: list[str]) -> int | None:
+    """Records of ``names`` a consumer group has not committed yet (None before its first
+    commit on every partition): how far a processor is behind its input topics."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    lag = 0
+    for tp in tps:
+        if ends[tp] == starts[tp]:
+            continue  # an empty partition has nothing to commit
+        meta = committed.get(tp)
+        if meta is None or meta.offset < 0:
+            return None
+        lag += max(0, ends[tp] - meta.offset)
+    return lag

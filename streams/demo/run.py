@@ -1,8 +1,10 @@
 """`rtscore demo`: the fraud demo end to end on the local infra, then a report of what happened.
 
 Start Kafka + Redis, reset the demo's own topics (prefix ``<prefix>-demo``), publish simulated
-history, train and register a first model from the topics, run the worker on the backlog and
-on a live stream with some invalid records mixed in, and reconcile every count.
+history, train a champion and a challenger from the topics, run every processor (scoring,
+outcome join, drift) on the backlog and on a live stream with invalid records mixed in, a
+pricing change that shifts the amounts, and a hot swap to the challenger; then reconcile every
+count and show what monitoring saw.
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime as dt
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,50 +25,44 @@ import numpy as np
 import redis
 
 from models.from_topics import TrainPlan, train_from_topics
-from models.registry import Registry
-from models.topic_reader import read_range
+from models.registry import ModelVersion, Registry
 from streams import localinfra
-from streams.codecs import RecordCodec
 from streams.demo.bad_events import bad_records
 from streams.demo.feed import feed
 from streams.demo.publish import publish
+from streams.demo.report import report
 from streams.demo.simulator import SimConfig, Simulation, simulate, transaction_records
 from streams.errors import InfraError
-from streams.pipeline import load_pipeline
+from streams.model_command import change
+from streams.pipeline import Pipeline, load_pipeline
 from streams.progress import Progress
 from streams.settings import Settings
-from streams.topics import delete_topics, ensure_topics, record_counts
+from streams.topics import delete_topics, ensure_topics, group_lag, record_counts, topic_plan
 
 # The handbook's protocol, scaled down: 7 training days after enough history for the 30-day
 # windows (and the 7-day label delay), a 7-day gap, 7 test days.
 HISTORY_DAYS = 60
 TRAIN_FIRST_DAY, TRAIN_DAYS, DELAY_DAYS, TEST_DAYS = 38, 7, 7, 7
 BAD_PER_KIND = 20
-CATCH_UP_TIMEOUT_S = 180.0
+CATCH_UP_TIMEOUT_S = 240.0
+# From a third of the live stream on, amounts are 1.5x (a currency or pricing change): the
+# drift processor should raise TX_AMOUNT and the customer averages.
+AMOUNT_SHIFT = 1.5
+STEPS = 9
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}-demo"})
-    topics = settings.topics
     started = time.monotonic()
 
     _step(1, "infrastructure")
     for status in localinfra.up(settings):
         print(f"  {status}")
 
-    _step(2, f"topics {topics.events}, … (reset)")
-    names = [
-        topics.events,
-        topics.outcomes,
-        topics.predictions,
-        topics.labeled,
-        topics.dlq,
-        topics.drift,
-        topics.model_events,
-    ]
-    asyncio.run(_reset_topics(settings, names))
-    removed = _reset_features(settings)
-    print(f"  {removed:,} online-feature keys of namespace {settings.namespace!r} removed")
+    _step(2, f"topics {settings.topic_prefix}.* and Redis namespace (reset)")
+    asyncio.run(_reset_topics(settings))
+    removed = _reset_keys(settings)
+    print(f"  {removed:,} Redis keys of namespace {settings.namespace!r} removed")
 
     _step(3, f"simulate {HISTORY_DAYS} days of history")
     live_days = max(2, int(args.rate * args.live_seconds / 1500) + 2)
@@ -80,60 +75,123 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     history = np.flatnonzero(day < HISTORY_DAYS)
     asyncio.run(feed(settings, sim, cfg, history, label="  history"))
 
-    _step(4, "train and register a first model from the topics")
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
-    plan = TrainPlan.by_days(
-        cfg.start_ms + TRAIN_FIRST_DAY * 86_400_000,
-        TRAIN_DAYS,
-        DELAY_DAYS,
-        TEST_DAYS,
-        "logistic_regression",
-    )
-    version, metrics = asyncio.run(
-        train_from_topics(settings, pipeline, plan, progress=lambda s: print(f"  {s}"))
-    )
-    Registry(settings.registry_root).set_alias(version.name, "champion", version.version)
-    print(
-        f"  registered {version.name} v{version.version} (sha256 {version.sha256[:12]}), "
-        f"champion; test AUC ROC {metrics['auc_roc']:.3f}, "
-        f"average precision {metrics['average_precision']:.3f}, "
-        f"CP@100 {metrics['card_precision_at_k']:.3f}"
-    )
+    registry = Registry(settings.registry_root)
+    _step(4, "train the champion from the topics (logistic regression) and publish it")
+    champion = _train(settings, pipeline, cfg, "logistic_regression")
+    state = change(settings, registry, pipeline, "promote", champion.name, [str(champion.version)])
+    print(f"  {state.detail}; published to {settings.topics.model_events}")
 
-    _step(5, "worker: score the history backlog")
+    _step(5, "train a challenger (random forest); it scores every event in shadow")
+    challenger = _train(settings, pipeline, cfg, "random_forest")
+    name, v2 = challenger.name, str(challenger.version)
+    change(settings, registry, pipeline, "challenger", name, [v2])
+    state = change(settings, registry, pipeline, "shadow", name, ["challenger=1"])
+    print(f"  serving: {state.describe()}")
+
+    _step(6, "rtscore worker (scoring, outcome join, drift): the history backlog")
     log_path = settings.home / "demo" / "worker.log"
     worker = _start_worker(settings, log_path)
+    live = np.flatnonzero(day >= HISTORY_DAYS)[: int(args.rate * args.live_seconds)]
+    bad = bad_records(transaction_records(sim, live[:1000]), BAD_PER_KIND, seed=args.seed)
     try:
-        backlog_s = _wait_caught_up(settings, len(history), "  backlog", worker, log_path)
+        backlog_s = _wait_scored(settings, len(history), "  backlog", worker, log_path)
         print(f"  {len(history):,} events scored in {backlog_s:.1f}s including worker start-up")
 
         _step(
-            6, f"live: {args.rate:g} events/s for {args.live_seconds:g}s, invalid records mixed in"
+            7,
+            f"live: {args.rate:g} events/s for {args.live_seconds:g}s with invalid records; "
+            f"amounts x{AMOUNT_SHIFT:g} from a third in; the challenger promoted halfway",
         )
-        live = np.flatnonzero(day >= HISTORY_DAYS)[: int(args.rate * args.live_seconds)]
-        bad = bad_records(transaction_records(sim, live[:1000]), BAD_PER_KIND, seed=args.seed)
+        shifted = live[len(live) // 3 :]
+        sim.tx_amount[shifted] = np.round(sim.tx_amount[shifted] * AMOUNT_SHIFT, 2)
+        swap = _promote_later(settings, registry, pipeline, challenger, args.live_seconds / 2)
         asyncio.run(_live(settings, sim, cfg, live, bad, args.rate, args.live_seconds))
-        _wait_caught_up(
-            settings, len(history) + len(live) + len(bad), "  catching up", worker, log_path
-        )
+        swap.join()
+        expected = len(history) + len(live) + len(bad)
+        _wait_scored(settings, expected, "  catching up", worker, log_path)
+        _wait_monitors(settings, pipeline, worker, log_path)
     finally:
         _stop_worker(worker)
 
-    _step(7, "reconcile")
-    ok = asyncio.run(_report(settings, sim, len(history) + len(live), bad, version.version))
+    _step(8, "reconcile and 9: monitoring")
+    ok = asyncio.run(
+        report(
+            settings,
+            pipeline,
+            sim,
+            n_valid=len(history) + len(live),
+            bad=bad,
+            shift_from_ms=int(sim.tx_time_ms[shifted[0]]),
+            swap_published_ms=swap.published_ms,
+            train_start_ms=cfg.start_ms + TRAIN_FIRST_DAY * 86_400_000,
+        )
+    )
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s; worker log: {log_path}")
     print(
-        f"predictions: {topics.predictions}   dead letters: {topics.dlq}   "
-        f"registry: {settings.registry_root}"
+        f"topics: {settings.topic_prefix}.*   registry: {settings.registry_root}   "
+        f"try: RTSCORE_TOPIC_PREFIX={settings.topic_prefix} rtscore performance"
     )
     return 0 if ok else 1
 
 
 def _step(n: int, text: str) -> None:
-    print(f"\n[{n}/7] {text}", flush=True)
+    print(f"\n[{n}/{STEPS}] {text}", flush=True)
 
 
-def _reset_features(settings: Settings) -> int:
+def _train(settings: Settings, pipeline: Pipeline, cfg: SimConfig, estimator: str) -> ModelVersion:
+    plan = TrainPlan.by_days(
+        cfg.start_ms + TRAIN_FIRST_DAY * 86_400_000, TRAIN_DAYS, DELAY_DAYS, TEST_DAYS, estimator
+    )
+    version, metrics = asyncio.run(
+        train_from_topics(settings, pipeline, plan, progress=lambda s: print(f"  {s}"))
+    )
+    print(
+        f"  registered {version.name} v{version.version} (sha256 {version.sha256[:12]}); test "
+        f"AUC ROC {metrics['auc_roc']:.3f}, average precision {metrics['average_precision']:.3f}"
+        f", CP@100 {metrics['card_precision_at_k']:.3f}"
+    )
+    return version
+
+
+class _Promotion(threading.Thread):
+    """Promotes the challenger after ``delay`` seconds, while the live stream flows."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        pipeline: Pipeline,
+        version: ModelVersion,
+        delay: float,
+    ) -> None:
+        super().__init__(name="demo-promotion", daemon=True)
+        self.args = (settings, registry, pipeline, version)
+        self.delay = delay
+        self.published_ms: int | None = None
+
+    def run(self) -> None:
+        time.sleep(self.delay)
+        settings, registry, pipeline, version = self.args
+        # The old champion stays in shadow, so the two can still be compared on the same events.
+        old = registry.resolve(version.name, "champion").version
+        state = change(
+            settings, registry, pipeline, "promote", version.name, [str(version.version)]
+        )
+        self.published_ms = state.time_ms
+        change(settings, registry, pipeline, "challenger", version.name, [str(old)])
+        print(f"\n  hot swap: {state.detail}; v{old} stays in shadow", flush=True)
+
+
+def _promote_later(
+    settings: Settings, registry: Registry, pipeline: Pipeline, version: ModelVersion, delay: float
+) -> _Promotion:
+    promotion = _Promotion(settings, registry, pipeline, version, delay)
+    promotion.start()
+    return promotion
+
+
+def _reset_keys(settings: Settings) -> int:
     """The demo's own Redis namespace starts empty too: re-sent events would be duplicates."""
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     removed = 0
@@ -148,7 +206,13 @@ def _reset_features(settings: Settings) -> int:
     return removed
 
 
-async def _reset_topics(settings: Settings, names: list[str]) -> None:
+async def _reset_topics(settings: Settings) -> None:
+    names = [
+        plan.name
+        for plan in topic_plan(
+            settings.topics, settings.topic_partitions, settings.topic_retention_ms
+        )
+    ]
     await delete_topics(settings, names)
     deadline = time.monotonic() + 60
     while True:  # deletion is asynchronous in Kafka: wait until the names are free again
@@ -161,7 +225,7 @@ async def _reset_topics(settings: Settings, names: list[str]) -> None:
             await asyncio.sleep(0.5)
     print(
         f"  {len(created)} topics ready, {settings.topic_partitions} partitions each "
-        "(drift and model-events: 1)"
+        "(drift, performance and model-events: 1)"
     )
 
 
@@ -209,13 +273,21 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
     if worker.poll() is None:
         worker.send_signal(signal.SIGTERM)
         try:
-            worker.wait(timeout=30)
+            worker.wait(timeout=120)
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
 
 
-def _wait_caught_up(
+def _check_alive(worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    if worker.poll() is not None:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise InfraError(
+            f"the worker exited with {worker.returncode}:\n{tail}", hint=f"full log: {log_path}"
+        )
+
+
+def _wait_scored(
     settings: Settings, expected: int, label: str, worker: subprocess.Popen[bytes], log_path: Path
 ) -> float:
     topics = settings.topics
@@ -230,11 +302,7 @@ def _wait_caught_up(
         if done >= expected:
             progress.done()
             return time.monotonic() - started
-        if worker.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise InfraError(
-                f"the worker exited with {worker.returncode}:\n{tail}", hint=f"full log: {log_path}"
-            )
+        _check_alive(worker, log_path)
         if time.monotonic() - started > CATCH_UP_TIMEOUT_S:
             raise InfraError(
                 f"the worker scored {done:,} of {expected:,} in {CATCH_UP_TIMEOUT_S:.0f}s",
@@ -243,93 +311,26 @@ def _wait_caught_up(
         time.sleep(0.5)
 
 
-async def _report(
-    settings: Settings,
-    sim: Simulation,
-    n_valid: int,
-    bad: list[tuple[dict[str, Any], bytes, str]],
-    version: int,
-) -> bool:
-    topics = settings.topics
-    bootstrap = settings.kafka_bootstrap
-    predictions_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
-    dlq_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
-    events = await read_range(bootstrap, topics.events)
-    predictions = [
-        predictions_codec.decode(r[1])
-        for r in (await read_range(bootstrap, topics.predictions)).records
-        if r[1] is not None
-    ]
-    letters = [
-        dlq_codec.decode(r[1])
-        for r in (await read_range(bootstrap, topics.dlq)).records
-        if r[1] is not None
-    ]
-    distinct = {p["prediction_id"] for p in predictions}
-    by_reason = Counter(d["reason"] for d in letters)
-    expected_reasons = Counter(reason for _b, _d, reason in bad)
-    versions = Counter(f"{p['model_name']} v{p['model_version']}" for p in predictions)
-    ok = (
-        len(events.records) == n_valid + len(bad)
-        and len(distinct) == n_valid
-        and by_reason == expected_reasons
-    )
-    print(
-        f"  events in          {len(events.records):>9,}  ({n_valid:,} valid + {len(bad)} invalid)"
-    )
-    print(
-        f"  predictions out    {len(predictions):>9,}  ({len(distinct):,} distinct ids; "
-        f"models: {dict(versions)})"
-    )
-    print(f"  dead letters out   {len(letters):>9,}  {dict(sorted(by_reason.items()))}")
-    print(f"  reconciled         {'yes' if ok else 'NO'}")
-    _throughput(predictions)
-    _examples(predictions, letters, sim)
-    return ok
-
-
-def _throughput(predictions: list[dict[str, Any]]) -> None:
-    scored = np.array(sorted(p["scored_time"] for p in predictions), dtype=np.int64)
-    latency = np.array([p["batch_latency_ms"] for p in predictions])
-    sizes = np.array([p["batch_size"] for p in predictions])
-    busiest = scored[-1] - scored[0]
-    print(
-        f"  batches: mean size {sizes.mean():.0f} events, scoring time per batch "
-        f"p50 {np.percentile(latency, 50):.1f} ms, p99 {np.percentile(latency, 99):.1f} ms"
-    )
-    # Backlog throughput: predictions scored within the densest 5 seconds.
-    if len(scored) > 1 and busiest > 0:
-        window = 5000
-        right = np.searchsorted(scored, scored + window)
-        peak = int((right - np.arange(len(scored))).max())
-        print(f"  peak throughput: {peak / (window / 1000):,.0f} events/s (densest 5 s)")
-
-
-def _examples(
-    predictions: list[dict[str, Any]], letters: list[dict[str, Any]], sim: Simulation
+def _wait_monitors(
+    settings: Settings, pipeline: Pipeline, worker: subprocess.Popen[bytes], log_path: Path
 ) -> None:
-    top = sorted(predictions, key=lambda p: -p["score"])[:5]
-    print("\n  highest scores (is_fraud from the simulator's ground truth):")
-    print(
-        f"  {'transaction':>11} {'customer':>8} {'amount':>9} {'time (UTC)':>19} "
-        f"{'score':>6} {'model':>9} fraud"
-    )
-    for p in top:
-        row = int(p["event_id"])
-        when = dt.datetime.fromtimestamp(p["event_time"] / 1000, dt.UTC).strftime(
-            "%Y-%m-%d %H:%M:%S"
-        )
-        print(
-            f"  {row:>11} {p['entity_key']:>8} {sim.tx_amount[row]:>9.2f} {when:>19} "
-            f"{p['score']:>6.3f} {p['model_name'] + ' v' + str(p['model_version']):>9} "
-            f"{bool(sim.is_fraud[row])}"
-        )
-    print("\n  a dead letter of each reason:")
-    seen: set[str] = set()
-    for d in letters:
-        if d["reason"] not in seen:
-            seen.add(d["reason"])
-            print(
-                f"  - [{d['stage']}/{d['reason']}] partition {d['source_partition']} offset "
-                f"{d['source_offset']}: {d['error'][:150]}"
-            )
+    """Wait until the join and drift processors have read every prediction and outcome."""
+    topics = settings.topics
+    groups = {
+        "join": [topics.predictions, topics.outcomes],
+        "drift": [topics.predictions, topics.outcomes],
+    }
+    started = time.monotonic()
+    for role, names in groups.items():
+        group = f"{settings.topic_prefix}-{pipeline.name}-{role}"
+        while True:
+            lag = asyncio.run(group_lag(settings.kafka_bootstrap, group, names))
+            if lag == 0:
+                break
+            _check_alive(worker, log_path)
+            if time.monotonic() - started > CATCH_UP_TIMEOUT_S:
+                print(f"  the {role} processor is still {lag} records behind; reporting anyway")
+                break
+            time.sleep(0.5)
+    time.sleep(3.0)  # windows close on the processors' timers, a second or two after the data
+    print(f"  join and drift caught up in {time.monotonic() - started:.1f}s")

@@ -152,6 +152,11 @@ def test_load_routing_builds_arms_and_shadows_and_refuses_what_cannot_serve(tmp_
     again, _ = load_routing(registry, pipeline, state, loaded)
     assert again.arms[1].estimator is routing.arms[1].estimator
 
+    # just after a promotion the challenger alias may still name the new champion: a shadow
+    # of the version that decides every event is left out
+    promoted = with_shadows(_serving(pipeline, champion=v2, challenger=v2), {"challenger": 1.0})
+    assert load_routing(registry, pipeline, promoted, loaded)[0].shadows == ()
+
     cases = [
         (_serving(pipeline, champion=other), "feature_spec_mismatch"),
         (_serving(pipeline, champion=bad), "unloadable"),
