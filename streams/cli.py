@@ -136,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_demo)
 
-    from streams.backtest.command import add_backtest_parser
+    from streams.backtest.parser import add_backtest_parser
     from streams.replay.command import add_replay_parser
 
     add_replay_parser(sub)

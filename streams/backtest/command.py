@@ -37,26 +37,6 @@ class BacktestResult:
     report: dict[str, Any]
 
 
-def add_backtest_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "backtest", help="score model versions over a past range of the topics, side by side"
-    )
-    p.add_argument("--from", dest="start", required=True, help="range start (UTC date/time)")
-    p.add_argument("--to", dest="end", required=True, help="range end, exclusive")
-    p.add_argument(
-        "--models",
-        default="champion",
-        help="versions or aliases, e.g. champion,3 (default: champion)",
-    )
-    p.add_argument(
-        "--out", type=Path, default=None, help="report folder (default: home/backtests/…)"
-    )
-    p.add_argument(
-        "--scores", action="store_true", help="also write every row's scores (scores.csv)"
-    )
-    p.set_defaults(handler=backtest_command)
-
-
 def card_k(pipeline: Pipeline) -> int:
     """k of Card Precision@k: ``[backtest] card_precision_k`` of the pipeline file."""
     k = pipeline.sections.get("backtest", {}).get("card_precision_k", DEFAULT_K)
