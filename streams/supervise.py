@@ -118,8 +118,9 @@ class Supervisor:
             if code is None or self.stopping:
                 continue
             ran = time.monotonic() - child.started
-            restarts = 0 if ran >= STABLE_AFTER_S else child.restarts + 1
-            delay = RESTART_BACKOFF_S[min(restarts, len(RESTART_BACKOFF_S) - 1)]
+            # the n-th crash in a row waits the n-th backoff; a long run starts afresh
+            restarts = 1 if ran >= STABLE_AFTER_S else child.restarts + 1
+            delay = RESTART_BACKOFF_S[min(restarts, len(RESTART_BACKOFF_S)) - 1]
             log.error(
                 "%s processor exited with %s after %.0fs; restarting in %.0fs "
                 "(its uncommitted batches are redelivered, outputs are idempotent)",
