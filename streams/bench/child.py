@@ -1,5 +1,6 @@
-"""``python -m streams.bench.child ceiling|naive``: one contender as its own process (settings
-from the ``RTSCORE_*`` environment), so its CPU and memory are its own; stops on SIGTERM."""
+"""``python -m streams.bench.child ceiling|naive|overlap``: one contender as its own process
+(settings from the ``RTSCORE_*`` environment), so its CPU and memory are its own; stops on
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import sys
 
 from streams.bench.ceiling import run_ceiling
 from streams.bench.naive import run_naive
+from streams.bench.overlap import run_overlap
 from streams.settings import Settings
 
-CONTENDERS = {"ceiling": run_ceiling, "naive": run_naive}
+CONTENDERS = {"ceiling": run_ceiling, "naive": run_naive, "overlap": run_overlap}
 
 
 async def _main(name: str) -> None:

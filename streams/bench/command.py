@@ -39,6 +39,7 @@ from streams.settings import Settings
 from streams.topics import delete_topics, ensure_topics
 
 CONTENDERS = ("rtscore", "ceiling", "naive")  # rtscore first: its maximum sets the loads
+OPTIONAL = ("overlap",)  # a faust-less sketch of the worker's loop (streams.bench.overlap)
 WITH_DRIFT = "rtscore+drift"  # the worker with its drift processor beside the scoring one
 MAX_RATE_GUESS = 40_000  # events/s: sizes the simulation for the offered loads
 SATURATED = 0.9  # a load above this share of a contender's own maximum is not measured
@@ -53,13 +54,13 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.quick:
         args.events, args.naive_events, args.load_seconds = 2_000, 300, 2.0
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONTENDERS]
+    unknown = [n for n in names if n not in CONTENDERS + OPTIONAL]
     if unknown:
         raise ConfigError(
             f"unknown contender(s) {', '.join(unknown)}",
-            hint=f"--contenders takes some of {','.join(CONTENDERS)}",
+            hint=f"--contenders takes some of {','.join(CONTENDERS + OPTIONAL)}",
         )
-    names = [n for n in CONTENDERS if n in names]
+    names = [n for n in CONTENDERS + OPTIONAL if n in names]
     loads = [float(x) for x in args.loads.split(",") if x.strip()]
     run = uuid.uuid4().hex[:6]
     base = f"{settings.topic_prefix}-bench-{run}"

@@ -34,7 +34,7 @@ def test_bench_runs_three_contenders_on_the_same_events_and_cleans_up(
         naive_events=200,
         loads="0.1,0.2",
         load_seconds=0.5,
-        contenders="naive,ceiling,rtscore",
+        contenders="naive,overlap,ceiling,rtscore",
         rss_events=0,
         with_drift=True,
         quick=False,
@@ -51,6 +51,7 @@ def test_bench_runs_three_contenders_on_the_same_events_and_cleans_up(
         "rtscore",
         "ceiling",
         "naive",
+        "overlap",
         "rtscore+drift",
     ]
     assert report["reference_for_loads"] == "rtscore"
@@ -58,6 +59,7 @@ def test_bench_runs_three_contenders_on_the_same_events_and_cleans_up(
     assert by_name["rtscore"]["backlog"]["outputs"] == 1000
     assert by_name["ceiling"]["backlog"]["outputs"] == 1000
     assert by_name["naive"]["backlog"]["outputs"] == 200
+    assert by_name["overlap"]["backlog"]["outputs"] == 1000
     assert by_name["rtscore+drift"]["backlog"]["outputs"] == 1000
     assert by_name["rtscore+drift"]["loads"] == []  # only its maximum, beside drift
     assert report["with_drift"]["events_per_s_with"] > 0
