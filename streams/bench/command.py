@@ -156,9 +156,14 @@ async def _contender(
     process = ContenderProcess(argv, settings, settings.home / f"{name}.log")
     try:
         progress = Progress(f"[{name}] backlog", total=n)
-        backlog = await measure_backlog(
-            counter, n, process.pid, process.alive, BACKLOG_TIMEOUT_S, progress.update
-        )
+        try:
+            backlog = await measure_backlog(
+                counter, n, process.pid, process.alive, BACKLOG_TIMEOUT_S, progress.update
+            )
+        except InfraError as exc:  # its log goes with the run's folder: show its end here
+            raise InfraError(
+                f"[{name}] {exc.message}; the end of its log:\n{process.log_tail()}"
+            ) from exc
         progress.done()
         _say(
             f"[{name}] {backlog.events_per_s:,.0f} events/s, {backlog.cpu_cores:.2f} cores, "
