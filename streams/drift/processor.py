@@ -28,6 +28,7 @@ from streams.drift.report import Reference, build_report
 from streams.drift.tail import format_report
 from streams.drift.window_state import Item, WindowState
 from streams.errors import DependencyUnavailable, InvalidEvent
+from streams.faust_app import processor_app
 from streams.pipeline import Pipeline
 from streams.publisher import AckedPublisher
 from streams.settings import Settings
@@ -267,23 +268,7 @@ def build_drift_app(
     settings: Settings, processor: DriftProcessor, publisher: AckedPublisher
 ) -> faust.App:
     """The drift processor's own faust app and consumer group, concurrency 1 (faust #606)."""
-    pipeline = processor.pipeline
-    datadir = settings.home / "drift" / pipeline.name
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        f"{settings.topic_prefix}-{pipeline.name}-drift",
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        datadir=str(datadir),
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=settings.batch_max,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-    )
+    app = processor_app(settings, processor.pipeline, "drift")
 
     def agent_for(topic_name: str, process: Callable[[Sequence[Record]], Any]) -> None:
         topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import faust
 
+from streams.faust_app import processor_app
 from streams.join.processor import JoinProcessor
 from streams.settings import Settings
 from streams.worker import input_record
@@ -14,23 +15,7 @@ from streams.worker import input_record
 def build_join_app(settings: Settings, processor: JoinProcessor) -> faust.App:
     pipeline = processor.pipeline
     topics = settings.topics
-    datadir = settings.home / "join" / pipeline.name
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        f"{settings.topic_prefix}-{pipeline.name}-join",
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        datadir=str(datadir),
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=settings.batch_max,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        consumer_max_fetch_size=settings.fetch_bytes_per_partition,
-    )
+    app = processor_app(settings, pipeline, "join", small_fetches=True)
     channel = app.topic(
         topics.predictions, topics.outcomes, key_serializer="raw", value_serializer="raw"
     )

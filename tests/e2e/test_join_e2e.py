@@ -121,9 +121,15 @@ def test_two_workers_label_every_prediction_once_and_metrics_equal_sklearn(test_
     produce_workload(settings, w)
     # Two join workers in one consumer group share the partitions (and rebalance at start).
     joins = [JoinProcess(settings, tmp_path / f"join{i}.log") for i in range(2)]
+    state = join_state(settings, load_pipeline(settings.pipeline, settings.schemas_dir))
     try:
         wait_for(settings, joins[0], w, timeout=60)
         joins[1].alive()
+        # The first worker may finish the workload before the second has joined the group:
+        # wait until both heartbeat, so the check below is about both having run.
+        deadline = time.monotonic() + 30
+        while len(state.client.hgetall(state.alive_key)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         time.sleep(1.0)  # anything beyond the expected would show up now
     finally:
         for join in joins:
@@ -132,7 +138,6 @@ def test_two_workers_label_every_prediction_once_and_metrics_equal_sklearn(test_
     assert extra == 0, "no worker died, so no copy is allowed"
     done = reconcile(settings, w)
     n_reports = check_performance(settings, labeled)
-    state = join_state(settings, load_pipeline(settings.pipeline, settings.schemas_dir))
     assert len(state.client.hgetall(state.alive_key)) == 2, "both workers ran"
     print(f"join: {done}; {n_reports} performance reports")
     _cleanup(settings)
