@@ -1,25 +1,35 @@
-"""Keep the partitions of the events topic within a budget of event time of each other.
+"""Score the partitions of the events topic in step, within a budget of event time.
 
 An entity that is not the partition key (a terminal) receives events from every partition;
-its windows are complete only once every partition has been read past their end. Like
-Kafka Streams' timestamp synchronisation, the worker pauses the partitions that run more
-than ``budget_ms`` ahead of the slowest partition that still has records to read, and
-resumes them once it has caught up. A partition with nothing left to read holds no one back.
+its windows are complete only once every partition has been scored past their end. Like
+Kafka Streams' timestamp synchronisation, the scoring agent keeps what it has received per
+partition and releases an event to be scored only when its time is at most ``budget_ms``
+ahead of the *floor*: the lowest event time any partition that still has records to score
+has reached (the time of its oldest held event, else the newest it has scored). A partition
+with nothing left to read holds no one back.
+
+Holding back in the agent, not only pausing fetches, is what makes this exact: faust buffers
+records between the fetcher and the agent (the fetched records, the stream queue, the take
+buffer: thousands of records), and they keep flowing after a partition is paused; on sparse
+data they span days of event time. Pausing the fetches of partitions that run far ahead
+only bounds what is held. Held events are not acked, so a crash or a rebalance redelivers
+them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiokafka.structs import TopicPartition
+from typing import Generic, TypeVar
 
 from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 NEVER = -(2**63)
+T = TypeVar("T")
 
 
 def pacing_budget(pipeline: Pipeline) -> int | None:
@@ -36,77 +46,102 @@ def pacing_budget(pipeline: Pipeline) -> int | None:
     return max(min(min(gaps), pipeline.state.partition_skew_ms) // 3, 1)
 
 
-def decide(
-    progress: Mapping[int, int],
-    next_offset: Mapping[int, int],
-    highwater: Mapping[int, int | None],
-    paused: set[int],
-    budget_ms: int,
-) -> tuple[set[int], set[int]]:
-    """(partitions to pause, partitions to resume), from each partition's newest event time
-    read, the offset it will read next and its high watermark (None: not known yet)."""
-    partitions = set(highwater)
-    behind = [
-        p for p in partitions if highwater[p] is None or next_offset.get(p, 0) < (highwater[p] or 0)
-    ]
-    if not behind:
-        return set(), set(paused)
-    floor = min(progress.get(p, NEVER) for p in behind)
-    ahead = {p for p in partitions if progress.get(p, NEVER) > floor + budget_ms}
-    return ahead - paused, (paused - ahead) & partitions
-
-
 @dataclass
-class PartitionPacer:
-    """The faust side: observe each batch, then pause / resume partitions of ``topic``."""
+class HoldBack(Generic[T]):
+    """Per-partition queues of received, not yet scored items, released in event-time step.
 
-    topic: str
+    Pure: the worker feeds it the records it receives (``add``), each partition's high
+    watermark and start offset, and scores what ``release`` returns, in that order.
+    ``idle_s``: a partition that has delivered nothing since it was assigned, while its high
+    watermark says it has records, stops holding the others back after this long (its start
+    offset is not known exactly when the group has no committed offset).
+    """
+
     budget_ms: int
-    progress: dict[int, int] = field(default_factory=dict)
-    next_offset: dict[int, int] = field(default_factory=dict)
-    paused: set[int] = field(default_factory=set)
+    idle_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    held: dict[int, deque[tuple[int | None, T]]] = field(default_factory=dict)
+    released: dict[int, int] = field(default_factory=dict)  # newest time released
+    received: dict[int, int] = field(default_factory=dict)  # newest time received
+    next_offset: dict[int, int] = field(default_factory=dict)  # after the last received
+    first_seen: dict[int, float] = field(default_factory=dict)
 
-    def observe(self, records: Sequence[Any], times: Iterable[int | None]) -> None:
-        for record, t in zip(records, times, strict=True):
-            p = record.partition
-            self.next_offset[p] = max(self.next_offset.get(p, 0), record.offset + 1)
-            if t is not None:
-                self.progress[p] = max(self.progress.get(p, NEVER), t)
+    def add(self, partition: int, offset: int, event_time: int | None, item: T) -> None:
+        self.held.setdefault(partition, deque()).append((event_time, item))
+        self.next_offset[partition] = max(self.next_offset.get(partition, 0), offset + 1)
+        if event_time is not None:
+            self.received[partition] = max(self.received.get(partition, NEVER), event_time)
 
-    async def pace(self, consumer: Any) -> None:
-        tps = {tp.partition: tp for tp in consumer.assignment() if tp.topic == self.topic}
-        highwater = {p: _highwater(consumer, tp) for p, tp in tps.items()}
-        pause, resume = decide(
-            self.progress, self.next_offset, highwater, self.paused & set(tps), self.budget_ms
-        )
-        self.paused &= set(tps)
-        if not pause and not resume:
-            return
-        log.debug(
-            "partitions of %s: pausing %s, resuming %s (budget %d ms)",
-            self.topic,
-            pause,
-            resume,
-            self.budget_ms,
-        )
-        # faust's aiokafka consumer lives on its own thread and loop; pausing there stops the
-        # fetches of those partitions (faust's own active set is its flow control's).
-        thread = consumer._thread
-        aio = thread._ensure_consumer()
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.held.values())
 
-        async def apply() -> None:
-            if pause:
-                aio.pause(*(TopicPartition(self.topic, p) for p in pause))
-            if resume:
-                aio.resume(*(TopicPartition(self.topic, p) for p in resume))
+    def clear(self) -> None:
+        """Forget everything (a rebalance: faust seeks back to the committed offsets)."""
+        for name in ("held", "released", "received", "next_offset", "first_seen"):
+            getattr(self, name).clear()
 
-        await thread.call_thread(apply)
-        self.paused = (self.paused | pause) - resume
+    def floor(self, highwater: Mapping[int, int | None], start: Mapping[int, int]) -> int | None:
+        """The lowest time reached by a partition that still has records to score; None when
+        none has. ``highwater`` has every assigned partition (None: not known yet); ``start``
+        is where a partition that has delivered nothing yet starts (its committed offset)."""
+        now = self.clock()
+        frontiers = []
+        for p, hw in highwater.items():
+            self.first_seen.setdefault(p, now)
+            queue = self.held.get(p)
+            if queue:
+                head = queue[0][0]
+                frontiers.append(head if head is not None else self.released.get(p, NEVER))
+            elif self._unread(p, hw, start, now):
+                frontiers.append(self.released.get(p, NEVER))
+        return min(frontiers) if frontiers else None
 
+    def _unread(self, p: int, hw: int | None, start: Mapping[int, int], now: float) -> bool:
+        if p in self.next_offset:
+            return hw is None or self.next_offset[p] < hw
+        if hw is not None and start.get(p, 0) >= hw:
+            return False
+        if now - self.first_seen[p] > self.idle_s:
+            log.warning(
+                "partition %d delivered nothing for %.0fs: not waiting for it",
+                p,
+                now - self.first_seen[p],
+            )
+            self.next_offset[p] = hw if hw is not None else 0
+            return False
+        return True
 
-def _highwater(consumer: Any, tp: Any) -> int | None:
-    try:
-        value = consumer.highwater(tp)
-    except (AssertionError, KeyError, ValueError):
-        return None
-    return int(value) if value is not None else None
+    def release(self, highwater: Mapping[int, int | None], start: Mapping[int, int]) -> list[T]:
+        """The held items that may be scored now, in the order to score them. Items of
+        partitions no longer assigned are dropped (unacked: their new owner reads them)."""
+        for p in [p for p in self.held if p not in highwater]:
+            del self.held[p]
+        out: list[T] = []
+        while True:
+            floor = self.floor(highwater, start)
+            limit = None if floor is None else floor + self.budget_ms
+            n = len(out)
+            for p, queue in self.held.items():
+                while queue and (limit is None or queue[0][0] is None or queue[0][0] <= limit):
+                    event_time, item = queue.popleft()
+                    if event_time is not None:
+                        self.released[p] = max(self.released.get(p, NEVER), event_time)
+                    out.append(item)
+            if len(out) == n:
+                return out
+
+    def ahead(self, highwater: Mapping[int, int | None], start: Mapping[int, int]) -> set[int]:
+        """Partitions whose fetching should pause: received more than two budgets past the
+        floor. Fetching resumes once what they hold is within one budget of it."""
+        floor = self.floor(highwater, start)
+        if floor is None:
+            return set()
+        return {p for p in highwater if self.received.get(p, NEVER) > floor + 2 * self.budget_ms}
+
+    def caught_up(self, highwater: Mapping[int, int | None], start: Mapping[int, int]) -> set[int]:
+        floor = self.floor(highwater, start)
+        return {
+            p
+            for p in highwater
+            if floor is None or self.received.get(p, NEVER) <= floor + self.budget_ms
+        }

@@ -3,7 +3,9 @@ the pure parts (:class:`streams.scoring.BatchScorer`, the online feature store).
 
 At-least-once with idempotent effects: ``take_events`` acks a batch's offsets only after the
 agent's loop body returns, and the body returns only once every output of the batch is
-acknowledged by the broker. A broker or Redis outage pauses the batch and retries it;
+acknowledged by the broker. The events agent takes batches with ``noack_take`` and acks each
+event itself once its output is acknowledged, because it may hold events back across
+batches (:mod:`streams.pacing`). A broker or Redis outage pauses the batch and retries it;
 nothing is acked before its outputs are published.
 """
 
@@ -13,17 +15,18 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.structs import TopicPartition
 
 from streams.codecs import RecordCodec
 from streams.errors import DependencyUnavailable, InvalidEvent
 from streams.features.online import OnlineStore
 from streams.metrics import WorkerMetrics
-from streams.pacing import PartitionPacer, pacing_budget
+from streams.pacing import HoldBack, pacing_budget
 from streams.pipeline import Pipeline
 from streams.publisher import AckedPublisher, Outgoing
 from streams.scoring import BatchScorer, InputRecord, ScoredBatch, dead_letter
@@ -32,6 +35,7 @@ from streams.validation import EventDecoder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Ack = Callable[[Any], Awaitable[Any]]
 
 
 class BatchRunner:
@@ -76,8 +80,14 @@ class ScoringProcessor:
         self.runner = runner
         self.publisher = publisher
         self.topics = settings.topics
+        self.batch_max = settings.batch_max
         budget = pacing_budget(pipeline)
-        self.pacer = PartitionPacer(self.topics.events, budget) if budget is not None else None
+        # Events wait here, unacked, until every partition has been scored close to their time.
+        self.hold: HoldBack[tuple[InputRecord, Any]] | None = (
+            HoldBack(budget) if budget is not None else None
+        )
+        self.fetch_paused: set[int] = set()
+        self.lock = asyncio.Lock()
         self.prediction_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
         self.dead_letter_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
 
@@ -86,14 +96,89 @@ class ScoringProcessor:
         scored, outgoing = await self.runner.run(lambda: self._score(records))
         await self.publisher.publish(outgoing)
         self._count(scored, len(records), time.perf_counter() - started)
-        if self.pacer is not None:
-            times = {id(record): p["event_time"] for record, p in scored.predictions}
-            self.pacer.observe(records, [times.get(id(record)) for record in records])
 
-    async def pace(self, consumer: Any) -> None:
-        """Hold back partitions that ran ahead (see :mod:`streams.pacing`)."""
-        if self.pacer is not None:
-            await self.pacer.pace(consumer)
+    async def offer(self, events: Sequence[Any], consumer: Any, ack: Ack) -> None:
+        """Score the faust events that may be scored now, and any held ones that may now;
+        each is acked only once its prediction or dead letter is published."""
+        records = [input_record(event) for event in events]
+        async with self.lock:
+            if self.hold is None:
+                await self.process(records)
+                for event in events:
+                    await ack(event)
+                return
+            times = await self.runner.run(lambda: [self._event_time(r) for r in records])
+            for record, event, event_time in zip(records, events, times, strict=True):
+                self.hold.add(record.partition, record.offset, event_time, (record, event))
+            await self._drain(consumer, ack)
+
+    async def tick(self, consumer: Any, ack: Ack) -> None:
+        """Regularly: release what waits for nothing any more (no batch may come to do it).
+        While a rebalance has the flow stopped, forget what is held: faust waits for unacked
+        events before it hands partitions over, then seeks back to the committed offsets
+        (before it lets the flow resume), so every event forgotten here is read again."""
+        if self.hold is None:
+            return
+        async with self.lock:
+            if not getattr(consumer, "flow_active", True):
+                if len(self.hold):
+                    log.info("rebalance: %d held events will be read again", len(self.hold))
+                self.hold.clear()
+                self.fetch_paused.clear()
+                return
+            await self._drain(consumer, ack)
+
+    async def _drain(self, consumer: Any, ack: Ack) -> None:
+        assert self.hold is not None
+        highwater, start = _partitions(consumer, self.topics.events)
+        released = self.hold.release(highwater, start)
+        for i in range(0, len(released), self.batch_max):
+            chunk = released[i : i + self.batch_max]
+            await self.process([record for record, _ in chunk])
+            for _, event in chunk:
+                await ack(event)
+        await self._pace_fetches(consumer, highwater, start)
+
+    async def _pace_fetches(
+        self, consumer: Any, highwater: Mapping[int, int | None], start: Mapping[int, int]
+    ) -> None:
+        """Bound what is held: pause fetching partitions far ahead, resume them once caught up.
+        On faust's aiokafka consumer (its own thread and loop): faust's pause_partitions only
+        filters what it hands on, and what the fetcher already returned for them is lost."""
+        assert self.hold is not None
+        self.fetch_paused &= set(highwater)
+        pause = self.hold.ahead(highwater, start) - self.fetch_paused
+        resume = self.fetch_paused & self.hold.caught_up(highwater, start)
+        if not pause and not resume:
+            return
+        topic = self.topics.events
+        thread = consumer._thread
+        aio = thread._ensure_consumer()
+
+        async def apply() -> None:
+            try:
+                if pause:
+                    aio.pause(*(TopicPartition(topic, p) for p in pause))
+                if resume:
+                    aio.resume(*(TopicPartition(topic, p) for p in resume))
+            except Exception as exc:  # a rebalance took them away meanwhile
+                log.debug("pausing %s / resuming %s of %s: %r", pause, resume, topic, exc)
+
+        await thread.call_thread(apply)
+        self.fetch_paused = (self.fetch_paused | pause) - resume
+        log.debug(
+            "partitions of %s held %d; fetching paused: %s",
+            topic,
+            len(self.hold),
+            sorted(self.fetch_paused),
+        )
+
+    def _event_time(self, record: InputRecord) -> int | None:
+        try:
+            event = self.scorer.decoder.decode(record.value, record.headers)
+        except InvalidEvent:
+            return None  # it will be dead-lettered: nothing to wait for
+        return int(event[self.pipeline.events.time_field])
 
     def _score(self, records: Sequence[InputRecord]) -> tuple[ScoredBatch, list[Outgoing]]:
         try:
@@ -198,6 +283,26 @@ def dead_letters(
     ]
 
 
+def _partitions(consumer: Any, topic: str) -> tuple[dict[int, int | None], dict[int, int]]:
+    """Each assigned partition of ``topic``: its high watermark (None: not known yet), and
+    the committed offset faust started it from (where it has one)."""
+    highwater: dict[int, int | None] = {}
+    start: dict[int, int] = {}
+    committed = getattr(consumer, "_committed_offset", {})
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        try:
+            value = consumer.highwater(tp)
+        except (AssertionError, KeyError, ValueError):
+            value = None
+        highwater[tp.partition] = int(value) if value is not None else None
+        offset = committed.get(tp)
+        if offset is not None:
+            start[tp.partition] = int(offset)
+    return highwater, start
+
+
 def input_record(event: Any) -> InputRecord:
     """The parts of a faust event a prediction or a dead letter needs."""
     message = event.message
@@ -234,14 +339,14 @@ def build_app(
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
-        # A short buffer: events already buffered flow on while their partition is paused.
+        # A short buffer: what is buffered flows on while its partition's fetching is paused,
+        # and the events agent holds it (streams.pacing) until the others catch up.
         stream_buffer_maxsize=settings.batch_max,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        # Small fetches keep the partitions' event times close together: an entity that is
-        # not the partition key (a terminal) sees other partitions' events only once they
-        # are processed, so no partition may run days ahead of another.
+        # Small fetches keep the partitions' event times close together, so the events agent
+        # holds little back (streams.pacing: what keeps them in step exactly).
         consumer_max_fetch_size=settings.fetch_bytes_per_partition,
     )
 
@@ -261,17 +366,32 @@ def build_app(
 
         app.agent(topic, name=f"rtscore.consume.{topic_name}", concurrency=1)(consume)
 
-    async def score_and_pace(records: Sequence[InputRecord]) -> None:
-        await scoring.process(records)
-        await scoring.pace(app.consumer)
+    # The events agent acks each event itself, once it is published: it may hold events back
+    # across batches (streams.pacing), so it cannot let take_events ack a batch as a whole.
+    acks: list[Ack] = []
+    events_topic = app.topic(settings.topics.events, key_serializer="raw", value_serializer="raw")
 
-    agent_for(settings.topics.events, score_and_pace)
+    async def consume_events(stream: faust.StreamT) -> None:
+        await publisher.start()
+        acks[:] = [stream.ack]
+        try:
+            async for batch in stream.noack_take(  # type: ignore[attr-defined]
+                settings.batch_max, within=settings.batch_within_s
+            ):
+                await scoring.offer(batch, app.consumer, stream.ack)
+        finally:
+            await publisher.stop()
 
-    if scoring.pacer is not None:
-        # Paused partitions bring no batch that would resume them: look again regularly.
+    app.agent(events_topic, name=f"rtscore.consume.{settings.topics.events}", concurrency=1)(
+        consume_events
+    )
+
+    if scoring.hold is not None:
+        # Held events may wait for nothing that brings a batch: look again regularly.
         @app.timer(0.25)
         async def pace() -> None:
-            await scoring.pace(app.consumer)
+            if acks:
+                await scoring.tick(app.consumer, acks[0])
 
     if outcomes is not None:
         agent_for(settings.topics.outcomes, outcomes.process)

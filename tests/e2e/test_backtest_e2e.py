@@ -89,11 +89,10 @@ def _register_trained_model(settings, pipeline, events, outcomes, sim, until_ms)
 
 
 def test_backtest_equals_online_scores_and_changes_nothing(test_settings, redis_url, tmp_path):
-    # One partition: with this sparse simulation (~100 events a day per partition) and three
-    # partitions, the worker's terminal windows miss other partitions' events (online !=
-    # offline, invariant 2; reported), which is not what this test is about.
+    # Three partitions of a sparse simulation (~100 events a day per partition): the worker
+    # holds partitions in step (streams/pacing.py), so its terminal windows are exact.
     settings = test_settings.model_copy(
-        update={"metrics_port": _port(), "batch_max": 200, "topic_partitions": 1}
+        update={"metrics_port": _port(), "batch_max": 200, "topic_partitions": 3}
     )
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
     asyncio.run(ensure_topics(settings))
