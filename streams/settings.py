@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     fetch_bytes_per_partition: int = Field(
         32768,
         ge=1024,
-        description="bytes fetched per partition at a time (keeps partitions in step)",
+        description="bytes fetched per partition at a time (bounds what the worker holds "
+        "back to keep partitions in step)",
     )
     session_timeout_s: float = Field(
         30.0,

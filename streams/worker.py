@@ -24,6 +24,7 @@ from aiokafka.structs import TopicPartition
 
 from streams.codecs import RecordCodec
 from streams.errors import DependencyUnavailable, InvalidEvent
+from streams.faust_app import processor_app
 from streams.features.online import OnlineStore
 from streams.metrics import WorkerMetrics
 from streams.pacing import HoldBack, pacing_budget
@@ -328,27 +329,9 @@ def build_app(
     """The faust app: an agent per input topic, concurrency 1 (faust #606), micro-batches;
     ``background`` tasks (the model-events follower) run beside them until the worker stops."""
     pipeline = scoring.pipeline
-    datadir = settings.home / "worker" / pipeline.name
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        f"{settings.topic_prefix}-{pipeline.name}-scoring",
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        datadir=str(datadir),
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        # A short buffer: what is buffered flows on while its partition's fetching is paused,
-        # and the events agent holds it (streams.pacing) until the others catch up.
-        stream_buffer_maxsize=settings.batch_max,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        # Small fetches keep the partitions' event times close together, so the events agent
-        # holds little back (streams.pacing: what keeps them in step exactly).
-        consumer_max_fetch_size=settings.fetch_bytes_per_partition,
-    )
+    # Small fetches keep the partitions' event times close together, so the events agent
+    # holds little back (streams.pacing keeps them in step exactly).
+    app = processor_app(settings, pipeline, "scoring", small_fetches=True)
 
     def agent_for(topic_name: str, process: Callable[[Sequence[InputRecord]], Any]) -> None:
         topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
