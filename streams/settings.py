@@ -37,7 +37,12 @@ class Settings(BaseSettings):
         None, description="Redis key prefix of the online features (default: topic_prefix)"
     )
     batch_max: int = Field(1000, ge=1, description="largest micro-batch the worker scores")
-    batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch")
+    batch_within_s: float = Field(
+        0.01,
+        gt=0,
+        description="longest wait to fill a micro-batch (latency: a backlog's batches fill "
+        "anyway, a live stream's would wait this long)",
+    )
     fetch_bytes_per_partition: int = Field(
         32768,
         ge=1024,
