@@ -115,9 +115,10 @@ class ScoringProcessor:
 
     async def tick(self, consumer: Any, ack: Ack) -> None:
         """Regularly: release what waits for nothing any more (no batch may come to do it).
-        While a rebalance has the flow stopped, forget what is held: faust waits for unacked
-        events before it hands partitions over, then seeks back to the committed offsets
-        (before it lets the flow resume), so every event forgotten here is read again."""
+        While a rebalance has the flow stopped, forget what is held: faust does not wait for
+        unacked events here (``stream_wait_empty`` is off: the stream iterator may still refer
+        to a held event, which would make it wait forever) and seeks back to the committed
+        offsets before it lets the flow resume, so every event forgotten here is read again."""
         if self.hold is None:
             return
         async with self.lock:
@@ -331,7 +332,9 @@ def build_app(
     pipeline = scoring.pipeline
     # Small fetches keep the partitions' event times close together, so the events agent
     # holds little back (streams.pacing keeps them in step exactly).
-    app = processor_app(settings, pipeline, "scoring", small_fetches=True)
+    # Held events are unacked and may stay referenced by faust's stream iterator: a rebalance
+    # must not wait for them (it would wait forever); they are read again after it.
+    app = processor_app(settings, pipeline, "scoring", small_fetches=True, wait_empty=False)
 
     def agent_for(topic_name: str, process: Callable[[Sequence[InputRecord]], Any]) -> None:
         topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
