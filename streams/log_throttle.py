@@ -1,5 +1,7 @@
-"""Keep a long outage from flooding the worker's log: the same message from the same logger
-is let through once per ``interval`` seconds, with a count of the repeats it stood for.
+"""Keep a long outage from flooding the worker's log: the same warning (or error) from the
+same logger is let through once per ``interval`` seconds, with a count of the repeats it
+stood for. INFO and DEBUG lines always pass: they say what the worker did (a pause, a swap, a
+window reported), and hiding one because an earlier line had the same template misleads.
 
 (aiokafka logs every reconnect attempt; with the broker down that was ~50 MB a minute.)
 """
@@ -17,6 +19,8 @@ class RepeatThrottle(logging.Filter):
         self._seen: dict[tuple[str, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
         key = (record.name, str(record.msg))
         now = time.monotonic()
         last, suppressed = self._seen.get(key, (-self.interval, 0))

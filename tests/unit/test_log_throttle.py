@@ -19,3 +19,15 @@ def test_repeats_are_held_back_then_counted(monkeypatch):
     again = _record("Unable connect to node %s")
     assert throttle.filter(again)
     assert "[repeated 500 more times in 30s]" in again.msg
+
+
+def test_info_lines_are_never_held_back(monkeypatch):
+    monkeypatch.setattr("streams.log_throttle.time.monotonic", lambda: 100.0)
+    throttle = RepeatThrottle(interval=30)
+    info = [
+        logging.LogRecord("streams.worker", logging.INFO, __file__, 1, "paused %s", (p,), None)
+        for p in range(5)
+    ]
+    assert all(throttle.filter(r) for r in info)  # one state change per line, all shown
+    warning = logging.LogRecord("streams.worker", logging.WARNING, __file__, 1, "x %s", (1,), None)
+    assert throttle.filter(warning) and not throttle.filter(warning)
