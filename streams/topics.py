@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -95,20 +96,23 @@ async def delete_topics(settings: Settings, names: list[str]) -> None:
         await admin.close()
 
 
-async def record_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
-    """Records currently held per topic (sum over partitions of end - beginning offsets)."""
+async def _offset_ranges(
+    bootstrap: str, names: list[str], group: str | None = None
+) -> tuple[dict[Any, tuple[int, int]], dict[Any, Any]]:
+    """Each partition of ``names``: its (beginning, end) offsets; and ``group``'s committed
+    offsets (empty without a group)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
+        committed = await admin.list_consumer_group_offsets(group) if group else {}
         described = await admin.describe_topics(names)
     finally:
         await admin.close()
     tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-    counts = dict.fromkeys(names, 0)
     if not tps:
-        return counts
+        return {}, committed
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -116,37 +120,28 @@ async def record_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
         starts = await consumer.beginning_offsets(tps)
     finally:
         await consumer.stop()
-    for tp in tps:
-        counts[tp.topic] += ends[tp] - starts[tp]
+    return {tp: (starts[tp], ends[tp]) for tp in tps}, committed
+
+
+async def record_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """Records currently held per topic (sum over partitions of end - beginning offsets)."""
+    ranges, _ = await _offset_ranges(bootstrap, names)
+    counts = dict.fromkeys(names, 0)
+    for tp, (start, end) in ranges.items():
+        counts[tp.topic] += end - start
     return counts
 
 
 async def group_lag(bootstrap: str, group: str, names: list[str]) -> int | None:
     """Records of ``names`` a consumer group has not committed yet (None before its first
     commit on every partition): how far a processor is behind its input topics."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-        described = await admin.describe_topics(names)
-    finally:
-        await admin.close()
-    tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-    finally:
-        await consumer.stop()
+    ranges, committed = await _offset_ranges(bootstrap, names, group)
     lag = 0
-    for tp in tps:
-        if ends[tp] == starts[tp]:
+    for tp, (start, end) in ranges.items():
+        if end == start:
             continue  # an empty partition has nothing to commit
         meta = committed.get(tp)
         if meta is None or meta.offset < 0:
             return None
-        lag += max(0, ends[tp] - meta.offset)
+        lag += max(0, end - meta.offset)
     return lag
