@@ -109,10 +109,18 @@ class JoinProcessor:
         self.watermark: int | None = None
         self.in_flight: set[str] = set()
         self.started = False
+        self.beaten = False  # this worker's heartbeat is in Redis
 
     # -- the batch -------------------------------------------------------------------------
     async def process(self, records: Sequence[InputRecord]) -> None:
         """Decide, publish, confirm, report. Never raises: take_events acks regardless."""
+        if not self.beaten:
+            # Alive before owning any outbox entry: an entry whose owner is not alive is
+            # left by a dead worker (recover), so a worker killed before its first timer
+            # tick must already be known, or its entries would wait for it forever.
+            now = int(time.time() * 1000)
+            await self._run(lambda: self.state.heartbeat(self.me, now))
+            self.beaten = True
         marks = await self.delivery.marks()
         outgoing, fields = await self._run(lambda: self._decide_safely(records, marks))
         await self._publish(outgoing, fields)
@@ -146,10 +154,9 @@ class JoinProcessor:
         except DependencyUnavailable as exc:
             log.warning("join heartbeat failed: %s", exc.message)
             return
-        dead = {w for w, beat in alive.items() if w != self.me and now - beat > self.lease_ms}
-        if not dead and not self.left_behind:
-            return
-        claimed = await self._run(lambda: self._claim(dead))
+        self.beaten = True
+        expired = {w for w, beat in alive.items() if w != self.me and now - beat > self.lease_ms}
+        claimed = await self._run(lambda: self._claim(expired))
         if not claimed:
             return
         try:
@@ -408,11 +415,24 @@ class JoinProcessor:
         value = self.dead_letter_codec.encode(dead_letter(record, error, self.pipeline.name))
         return (self.topics.dlq, record.key, value, record.timestamp_ms)
 
-    def _claim(self, dead: set[str]) -> list[tuple[int, str, str]]:
-        """(bucket, outbox field, entry) of every record this worker must now publish."""
+    def _claim(self, expired: set[str]) -> list[tuple[int, str, str]]:
+        """(bucket, outbox field, entry) of every record this worker must now publish.
+
+        An entry's owner is dead when its heartbeat expired, or when it has none: a worker
+        beats before it decides, so an owner without a beat read after its entries is one
+        that another worker forgot after taking over, or that died before its first tick."""
         mine_too, self.left_behind = self.left_behind, False
         claimed: list[tuple[int, str, str]] = []
-        for bucket, entries in self.state.outboxes().items():
+        outboxes = self.state.outboxes()
+        alive = self.state.workers()  # after the outboxes: a new worker's beat precedes them
+        dead = set(expired)
+        for entries in outboxes.values():
+            dead |= {
+                owner
+                for owner in (json.loads(raw)["owner"] for raw in entries.values())
+                if owner != self.me and owner not in alive
+            }
+        for bucket, entries in outboxes.items():
             owners = {name: json.loads(raw)["owner"] for name, raw in entries.items()}
             # Mine and not being published: left by a batch that failed after deciding.
             found = {
@@ -424,7 +444,7 @@ class JoinProcessor:
             if orphaned:
                 found.update(self.state.claim(bucket, orphaned, dead, self.me))
             claimed.extend((bucket, name, raw) for name, raw in found.items())
-        self.state.forget_workers(dead)
+        self.state.forget_workers(expired)
         self.in_flight.update(name for _, name, _ in claimed)
         return claimed
 

@@ -265,6 +265,11 @@ class JoinState:
 
         return _guard(run)
 
+    def workers(self) -> set[str]:
+        """The workers with a heartbeat, expired or not."""
+        names = _guard(lambda: self.client.hkeys(self.alive_key))
+        return {_s(n) for n in cast(list[bytes], names)}
+
     def forget_workers(self, names: Iterable[str]) -> None:
         names = list(names)
         if names:
