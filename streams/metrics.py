@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from streams.errors import ConfigError
 
 _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -104,5 +108,28 @@ class WorkerMetrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Expose /metrics over HTTP (port 0 = off)."""
-        if port:
-            start_http_server(port, addr=addr, registry=self.registry)
+        serve_metrics(self.registry, port, addr, "scoring", offset=0)
+
+
+def serve_metrics(
+    registry: CollectorRegistry, port: int, addr: str, processor: str, offset: int
+) -> None:
+    """Serve ``registry`` on ``addr:port`` (0 = off); a port in use is a configuration error
+    that names the fix: each worker's three processors take ``RTSCORE_METRICS_PORT`` + 0..2."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        base = port - offset
+        raise ConfigError(
+            f"the {processor} processor's metrics port {addr}:{port} "
+            f"(RTSCORE_METRICS_PORT {base} + {offset}) is already in use",
+            hint=(
+                "give each worker on this host its own RTSCORE_METRICS_PORT, 3 apart "
+                f"(its scoring, join and drift processors use {base}, {base + 1} and "
+                f"{base + 2}; e.g. {base + 3} for the next worker), or 0 to turn metrics off"
+            ),
+        ) from None

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from streams.metrics import serve_metrics
 
 REPORTED_METRICS = (
     "auc_roc",
@@ -85,5 +87,4 @@ class JoinMetrics:
             self.performance_window.labels(rep["pipeline"]).set(rep["window_start"])
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        if port:
-            start_http_server(port, addr=addr, registry=self.registry)
+        serve_metrics(self.registry, port, addr, "join", offset=1)
