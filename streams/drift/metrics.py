@@ -74,6 +74,13 @@ class DriftMetrics:
             ["pipeline", "topic"],
             registry=r,
         )
+        self.reference_fallbacks = Counter(
+            "rtscore_drift_reference_fallbacks",
+            "versions whose profile could not be used: their windows were compared with the "
+            "champion's of the processor's start (logged)",
+            ["pipeline", "model_name", "model_version"],
+            registry=r,
+        )
 
     def observe(self, report: Mapping[str, Any]) -> None:
         p = report["pipeline"]

@@ -1,6 +1,8 @@
 """The drift processor: thin faust agents that turn batches of predictions, dead letters and
 outcomes into window counts (:mod:`streams.drift.window_state`) and publish a DriftReport for
-each window that every partition has passed.
+each window that every partition has passed. A window's rows are binned on, and compared with,
+the profile of the version that decided its first counted prediction
+(:mod:`streams.drift.references`), pinned in Redis so every worker and batch agree.
 
 A batch's body never raises (``take_events`` acks a batch whatever happens): a record that
 cannot be read is logged and counted; Redis being down pauses the batch and retries it.
@@ -24,6 +26,7 @@ from streams.codecs import RecordCodec
 from streams.drift.config import DriftConfig
 from streams.drift.histogram import aggregate
 from streams.drift.metrics import DriftMetrics
+from streams.drift.references import References, first_deciders
 from streams.drift.report import Reference, build_report
 from streams.drift.tail import format_report
 from streams.drift.window_state import Item, WindowState
@@ -53,7 +56,7 @@ class DriftProcessor:
         settings: Settings,
         pipeline: Pipeline,
         config: DriftConfig,
-        reference: Reference,
+        references: References,
         state: WindowState,
         publisher: AckedPublisher,
         metrics: DriftMetrics,
@@ -61,7 +64,7 @@ class DriftProcessor:
     ) -> None:
         self.pipeline = pipeline
         self.config = config
-        self.reference = reference
+        self.references = references
         self.state = state
         self.publisher = publisher
         self.metrics = metrics
@@ -99,9 +102,10 @@ class DriftProcessor:
 
     def _apply_predictions(self, records: Sequence[Record]) -> None:
         topic = self.topics.predictions
-        width = len(self.reference.layout.columns)
+        width = len(self.pipeline.feature_names)
         rows: list[list[float]] = []
         scores: list[float] = []
+        deciders: list[tuple[str, int]] = []
         items: list[Item] = []
         marks: dict[int, int] = {}
         for r in records:
@@ -114,15 +118,34 @@ class DriftProcessor:
             items.append(Item(r.partition, r.offset, self.window_of(t), len(rows)))
             rows.append(p["features"])
             scores.append(p["score"])
+            deciders.append((p["model_name"], int(p["model_version"])))
             marks[r.partition] = max(marks.get(r.partition, t), t)
         X = np.asarray(rows, dtype=np.float64).reshape(-1, width)
         s = np.asarray(scores, dtype=np.float64)
+        refs = self._pinned_references(items, deciders)
 
         def counts(idx: Sequence[int]) -> dict[str, float]:
-            return aggregate(self.reference.layout, X[list(idx)], s[list(idx)])
+            # apply() passes the rows of one window at a time
+            ref = refs[items[idx[0]].window] if idx else self.references.champion
+            return aggregate(ref.layout, X[list(idx)], s[list(idx)])
 
         self._count(topic, len(items), self.state.apply(topic, items, counts))
         self.state.raise_watermarks(marks)
+
+    def _pinned_references(
+        self, items: Sequence[Item], deciders: Sequence[tuple[str, int]]
+    ) -> dict[int, Reference]:
+        """Per window of the batch, the reference its rows are binned on: the version pinned
+        to it, or this batch's first decider of it when no batch pinned it yet."""
+        first = first_deciders([i.window for i in items], deciders)
+        # a version without a usable profile falls back: pin the one actually used
+        candidates = {w: self.references.get(*d) for w, d in first.items()}
+        pins = self.state.pin({w: (r.model_name, r.model_version) for w, r in candidates.items()})
+        out: dict[int, Reference] = {}
+        for w, ref in candidates.items():
+            pinned = pins.get(w)  # None: the window is reported, its rows are late
+            out[w] = self.references.get(*pinned) if pinned else ref
+        return out
 
     def _apply_dead_letters(self, records: Sequence[Record]) -> None:
         topic = self.topics.dlq
@@ -214,9 +237,12 @@ class DriftProcessor:
             if label_rows and self.outcome_decoder is not None:
                 pos = self.state.counts(label_window, labels=True).get("pos", 0.0)
                 labels = (label_window, {"rows": label_rows, "pos": pos})
+            pinned = self.state.pinned(window)
+            # no pin: only dead letters were counted in it
+            reference = self.references.get(*pinned) if pinned else self.references.champion
             report = build_report(
                 self.pipeline.name,
-                self.reference,
+                reference,
                 c,
                 window,
                 counts,

@@ -1,10 +1,10 @@
 """`rtscore drift run` (and the drift part of `rtscore worker`): the drift processor as its own
-faust app and consumer group, compared with the champion's reference profile."""
+faust app and consumer group; each window is compared with the reference profile of the
+version that decided its first prediction."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import faust
@@ -13,12 +13,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from models.registry import Registry
 from streams.drift.config import drift_config
-from streams.drift.histogram import Layout
 from streams.drift.metrics import DriftMetrics
 from streams.drift.processor import DriftProcessor, build_drift_app
+from streams.drift.references import References, registry_loader
 from streams.drift.report import Reference
 from streams.drift.window_state import WindowState
-from streams.errors import ConfigError
 from streams.pipeline import Pipeline, load_pipeline
 from streams.publisher import AckedPublisher
 from streams.settings import Settings
@@ -28,33 +27,23 @@ log = logging.getLogger(__name__)
 
 
 def champion_reference(settings: Settings, pipeline: Pipeline) -> Reference:
-    """The champion's reference profile, refused when it describes other features."""
+    """The champion's reference profile, refused when it is missing or describes other
+    features: without it the processor has nothing to fall back on, so it does not start."""
     registry = Registry(settings.registry_root)
     version = registry.resolve(pipeline.model_name, "champion")
-    profile = registry.profile(pipeline.model_name, version.version)
-    if profile is None and (version.path / "profile.json").exists():
-        profile = json.loads((version.path / "profile.json").read_text())
-    if profile is None:
-        raise ConfigError(
-            f"{version.name} v{version.version} has no reference profile to compare with",
-            hint="train it again with `rtscore train` (it stores one) and promote it",
-        )
-    if profile.get("feature_names") != pipeline.feature_names:
-        raise ConfigError(
-            f"the profile of {version.name} v{version.version} describes other features "
-            f"than {pipeline.source}",
-            hint="retrain with `rtscore train`, or promote a version trained on this pipeline",
-        )
-    declared = set(drift_config(pipeline).categorical)
-    profiled = {n for n, f in profile["features"].items() if f.get("kind") == "categorical"}
-    if declared != profiled:
-        raise ConfigError(
-            f"{pipeline.source} [drift] categorical is {sorted(declared)} but the profile of "
-            f"{version.name} v{version.version} has category frequencies for {sorted(profiled)}",
-            hint="retrain with `rtscore train` after changing [drift] categorical",
-        )
-    layout = Layout.from_profile(profile, pipeline.feature_names)
-    return Reference(version.name, version.version, profile, layout)
+    load = registry_loader(registry, pipeline, drift_config(pipeline).categorical)
+    return load(version.name, version.version)
+
+
+def load_references(settings: Settings, pipeline: Pipeline, metrics: DriftMetrics) -> References:
+    """The champion's reference now (checked), any other version's on first use."""
+    registry = Registry(settings.registry_root)
+    load = registry_loader(registry, pipeline, drift_config(pipeline).categorical)
+
+    def fell_back(name: str, version: int) -> None:
+        metrics.reference_fallbacks.labels(pipeline.name, name, str(version)).inc()
+
+    return References(champion_reference(settings, pipeline), load, fell_back)
 
 
 async def partition_count(settings: Settings, topic: str) -> int:
@@ -72,14 +61,14 @@ def build_processor(
 ) -> tuple[DriftProcessor, AckedPublisher]:
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
     config = drift_config(pipeline)
-    reference = champion_reference(settings, pipeline)
+    references = load_references(settings, pipeline, metrics)
     loop.run_until_complete(ensure_topics(settings))
     partitions = loop.run_until_complete(partition_count(settings, settings.topics.predictions))
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     state = WindowState(client, settings.namespace, pipeline.name)
     publisher = AckedPublisher(settings.kafka_bootstrap)
     processor = DriftProcessor(
-        settings, pipeline, config, reference, state, publisher, metrics, partitions
+        settings, pipeline, config, references, state, publisher, metrics, partitions
     )
     if processor.outcome_decoder is not None:
         processor.outcome_partitions = loop.run_until_complete(
@@ -97,9 +86,10 @@ def run_drift(settings: Settings) -> None:
     processor, publisher = build_processor(settings, metrics, loop)
     metrics.serve(port, settings.metrics_addr)
     app = build_drift_app(settings, processor, publisher)
-    ref = processor.reference
+    ref = processor.references.champion
     log.info(
-        "drift of %s against %s v%d's profile, %d-ms windows; metrics on %s:%s",
+        "drift of %s, each window against the profile of the version that decided its first "
+        "prediction (%s v%d's now), %d-ms windows; metrics on %s:%s",
         settings.topics.predictions,
         ref.model_name,
         ref.model_version,

@@ -3,7 +3,9 @@
 Per window (start ms) one Cluster slot, hash tag ``{<ns>:drift:<pipeline>:<start>}``:
 ``:counts`` / ``:labels`` (hashes of :mod:`streams.drift.histogram` fields), ``:offsets`` /
 ``:label_offsets`` (``topic:partition`` -> last offset applied to this window) and ``:report``
-/ ``:labels_done`` markers. Per pipeline (hash tag ``{<ns>:drift:<pipeline>}``): ``:wm``
+/ ``:labels_done`` markers, ``:reference`` (``<model_name>:<version>``, the version whose profile
+the window's rows are binned on and compared with, pinned by the first batch that counts rows
+into it). Per pipeline (hash tag ``{<ns>:drift:<pipeline>}``): ``:wm``
 (prediction partition -> highest event time seen) and ``:open`` (windows with data).
 
 An update reads the windows' offsets, keeps the rows past them and applies their counts in
@@ -55,6 +57,14 @@ end
 return 1
 """
 
+PIN = r"""
+-- KEYS: reference pin, report marker. ARGV: the candidate. Returns the window's pinned
+-- reference (the candidate if it was the first), or false when the window is reported.
+if redis.call('GET', KEYS[2]) == 'done' then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
 LEASE_MS = 60_000
 DONE_TTL_S = 90 * 86_400  # done markers outlive any redelivery; then they expire
 
@@ -71,6 +81,18 @@ class Item:
 
 # The counts of the batch's records at these indices (all of one window).
 Aggregate = Callable[[Sequence[int]], Mapping[str, float]]
+Version = tuple[str, int]  # (model_name, model_version)
+
+
+def pin_value(version: Version) -> str:
+    return f"{version[0]}:{version[1]}"
+
+
+def parse_pin(raw: bytes | str) -> Version:
+    """A stored pin; model names have no ':' (the registry refuses them)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    name, _, number = text.rpartition(":")
+    return name, int(number)
 
 
 class WindowState:
@@ -79,6 +101,7 @@ class WindowState:
         self.base = f"{namespace}:drift:{pipeline}"
         self._apply = client.register_script(APPLY)
         self._raise = client.register_script(RAISE_WATERMARKS)
+        self._pin = client.register_script(PIN)
         self.owner = uuid.uuid4().hex
 
     def key(self, window: int, part: str) -> str:
@@ -155,6 +178,30 @@ class WindowState:
                 return len(rows)
             log.info("offsets of window %d moved under us; re-reading them", window)
 
+    def pin(self, candidates: Mapping[int, Version]) -> dict[int, Version | None]:
+        """Pin each window to its candidate version unless a batch pinned it first; return the
+        versions the windows are pinned to (None: the window is reported, its rows are late).
+
+        Set-if-absent per window in one round trip, so racing workers agree on one version.
+        """
+        if not candidates:
+            return {}
+        windows = sorted(candidates)
+        pipe = self.client.pipeline(transaction=False)
+        for w in windows:
+            keys = [self.key(w, "reference"), self.key(w, "report")]
+            self._pin(keys=keys, args=[pin_value(candidates[w])], client=pipe)
+        try:
+            raw = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise DependencyUnavailable(f"Redis unavailable for drift state: {exc}") from exc
+        return {w: parse_pin(v) if v else None for w, v in zip(windows, raw, strict=True)}
+
+    def pinned(self, window: int) -> Version | None:
+        """The version ``window`` is pinned to (None when no prediction was counted in it)."""
+        raw: bytes | None = self.client.get(self.key(window, "reference"))  # type: ignore[assignment]
+        return parse_pin(raw) if raw else None
+
     def raise_watermarks(self, times: Mapping[int, int], outcomes: bool = False) -> None:
         """Raise partitions' watermarks (of the predictions, or of the outcomes' label times)."""
         if not times:
@@ -205,6 +252,8 @@ class WindowState:
         """Mark ``window`` reported; forget the label window whose labels it reported."""
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.key(window, "report"), "done", ex=DONE_TTL_S)
+        # after "done": the pin script no longer sets it again for late rows
+        pipe.delete(self.key(window, "reference"))
         pipe.zrem(self.open_key, str(window))
         pipe.execute()
         if label_window is not None:

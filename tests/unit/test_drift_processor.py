@@ -13,12 +13,16 @@ import numpy as np
 import pytest
 import redis
 
+from models.profile import build_profile
 from streams.codecs import RecordCodec
 from streams.drift.config import DriftConfig
-from streams.drift.histogram import merge
+from streams.drift.histogram import Layout, aggregate, merge
 from streams.drift.metrics import DriftMetrics
 from streams.drift.processor import DriftProcessor, Record
+from streams.drift.references import Loader, References
+from streams.drift.report import Reference
 from streams.drift.window_state import Aggregate, Item
+from streams.errors import ConfigError
 from streams.pipeline import load_pipeline
 from streams.settings import Settings
 from tests import drift_cases as dc
@@ -36,7 +40,20 @@ class MemoryState:
         self.claimed: set[int] = set()
         self.marks: dict[bool, dict[int, int]] = {False: {}, True: {}}
         self.open: set[int] = set()
+        self.pins: dict[int, tuple[str, int]] = {}
         self.fail_next = 0
+
+    def pin(self, candidates: Mapping[int, tuple[str, int]]) -> dict[int, tuple[str, int] | None]:
+        out: dict[int, tuple[str, int] | None] = {}
+        for window, version in candidates.items():
+            if (window, False) in self.done:
+                out[window] = None
+            else:
+                out[window] = self.pins.setdefault(window, version)
+        return out
+
+    def pinned(self, window: int) -> tuple[str, int] | None:
+        return self.pins.get(window)
 
     def apply(
         self, topic: str, items: Sequence[Item], aggregate: Aggregate, labels: bool = False
@@ -91,6 +108,7 @@ class MemoryState:
 
     def finish(self, window: int, label_window: int | None) -> None:
         self.done.add((window, False))
+        self.pins.pop(window, None)
         self.open.discard(window)
         if label_window is not None:
             self.done.add((label_window, True))
@@ -114,7 +132,7 @@ def processor(tmp_path: Path) -> DriftProcessor:
         settings,
         pipeline,
         config,
-        ref,
+        References(ref, versions_of(pipeline.feature_names)),
         MemoryState(),
         Recorder(),
         DriftMetrics(),
@@ -122,16 +140,37 @@ def processor(tmp_path: Path) -> DriftProcessor:
     )
 
 
+def versions_of(names: list[str]) -> Loader:
+    """The registry of these tests: v2's profile has other bin edges than v1's (its training
+    values were 3x larger), v3 has no profile."""
+
+    def load(name: str, version: int) -> Reference:
+        if version == 2:
+            X, scores, labels = dc.rows_for(np.random.default_rng(2), 5_000, len(names))
+            profile = build_profile(3.0 * X, names, scores, labels)
+            return Reference(name, 2, profile, Layout.from_profile(profile, names))
+        raise ConfigError(f"{name} v{version} has no reference profile to compare with")
+
+    return load
+
+
+def rows_of(p: DriftProcessor, partition: int, day: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    X, scores, _ = dc.rows_for(
+        np.random.default_rng(day * 10 + partition), n, len(p.pipeline.feature_names)
+    )
+    return X, scores
+
+
 def predictions(
-    p: DriftProcessor, partition: int, day: int, n: int, first_offset: int
+    p: DriftProcessor, partition: int, day: int, n: int, first_offset: int, version: int = 1
 ) -> list[Record]:
     codec = RecordCodec.from_file(Settings().schemas_dir, "prediction.avsc")
-    rng = np.random.default_rng(day * 10 + partition)
-    X, scores, _ = dc.rows_for(rng, n, len(p.reference.layout.columns))
+    X, scores = rows_of(p, partition, day, n)
     out = []
     for i in range(n):
         t = day * DAY + int(i * DAY / n)
-        value = codec.encode(dc.prediction(t, X[i], float(scores[i]), partition, first_offset + i))
+        record = dc.prediction(t, X[i], float(scores[i]), partition, first_offset + i)
+        value = codec.encode({**record, "model_version": version})
         out.append(Record(p.topics.predictions, partition, first_offset + i, value))
     return out
 
@@ -181,3 +220,37 @@ def test_unreadable_records_are_skipped_and_a_failing_close_does_not_raise(
 
     processor.state.closable = boom  # type: ignore[method-assign]
     asyncio.run(processor.close_ready())  # logged, not raised
+
+
+def test_a_window_keeps_the_version_that_decided_its_first_prediction(
+    processor: DriftProcessor, caplog: pytest.LogCaptureFixture
+) -> None:
+    processor.outcome_decoder = None
+    run = asyncio.run
+    run(processor.predictions(predictions(processor, 0, 0, 300, 0, version=1)))
+    run(processor.predictions(predictions(processor, 0, 1, 300, 300, version=2)))
+    # v2 rows into window 0 (pinned to v1) in the same batch as the first rows of window 2,
+    # decided by v3, which has no profile: compared with v1, the champion at start
+    late_v2 = predictions(processor, 1, 0, 200, 0, version=2)
+    run(processor.predictions([*late_v2, *predictions(processor, 1, 2, 100, 200, version=3)]))
+    run(processor.predictions(predictions(processor, 1, 1, 100, 300, version=1)))
+    assert sum("fraud v3" in r.getMessage() for r in caplog.records) == 1
+    run(processor.predictions(predictions(processor, 0, 3, 10, 600, version=2)))
+    run(processor.predictions(predictions(processor, 1, 3, 10, 400, version=2)))
+    run(processor.close_ready())
+
+    v1, v2 = processor.references.champion, processor.references.get("fraud", 2)
+    assert v1.layout.columns[0].edges.tolist() != v2.layout.columns[0].edges.tolist()
+    sent = {r["window_start"] // DAY: r for r in reports(processor)}
+    assert {d: (r["model_version"], r["rows"]) for d, r in sent.items()} == {
+        0: (1, 500),
+        1: (2, 400),
+        2: (1, 100),
+    }
+    for day, ref, parts in [(0, v1, [(0, 300), (1, 200)]), (1, v2, [(0, 300), (1, 100)])]:
+        X = np.vstack([rows_of(processor, part, day, n)[0] for part, n in parts])
+        s = np.concatenate([rows_of(processor, part, day, n)[1] for part, n in parts])
+        offline = aggregate(ref.layout, X, s)
+        online = processor.state.counts(day * DAY)  # type: ignore[attr-defined]
+        assert online.keys() == offline.keys()
+        assert online == pytest.approx(offline)
