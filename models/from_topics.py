@@ -63,9 +63,9 @@ def decode_slice(spec: RecordSpec, data: TopicSlice, max_bytes: int) -> list[dic
     decoder = EventDecoder(spec, max_bytes=max_bytes)
     out: list[dict[str, Any]] = []
     skipped = 0
-    for _key, value, _ts, _partition, _offset in data.records:
+    for _key, value, _ts, partition, offset in data.records:
         try:
-            out.append(decoder.decode(value))
+            out.append(decoder.decode(value, data.headers.get((partition, offset))))
         except InvalidEvent:
             skipped += 1
     if skipped:

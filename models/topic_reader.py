@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # (key, value, timestamp_ms, partition, offset)
 Record = tuple[bytes | None, bytes | None, int, int, int]
+Headers = tuple[tuple[str, bytes], ...]
 
 _FETCH_TIMEOUT_MS = 1000
 _PARTITION_FETCH_BYTES = 8 * 1024 * 1024  # big fetches: the reader is throughput-bound
@@ -41,6 +42,9 @@ class TopicSlice:
     end_ms: int
     offsets: dict[int, tuple[int, int]]
     records: list[Record]
+    # (partition, offset) -> the record's headers, for the records that have any: a header
+    # can decide how the worker decodes a record (content-type), so offline reads keep them.
+    headers: dict[tuple[int, int], Headers] = field(default_factory=dict)
 
 
 async def read_range(
@@ -79,12 +83,13 @@ async def read_range(
         ) from exc
     try:
         offsets = await _plan(consumer, bootstrap, topic, start_ms)
-        records = await _fetch(consumer, topic, offsets, lo, hi, progress, idle_timeout_s)
+        headers: dict[tuple[int, int], Headers] = {}
+        records = await _fetch(consumer, topic, offsets, lo, hi, progress, idle_timeout_s, headers)
     except KafkaError as exc:
         raise DependencyUnavailable(f"reading {topic} from {bootstrap} failed: {exc}") from exc
     finally:
         await consumer.stop()
-    return TopicSlice(topic, lo, hi, offsets, records)
+    return TopicSlice(topic, lo, hi, offsets, records, headers)
 
 
 async def _plan(
@@ -142,7 +147,9 @@ async def _fetch(
     hi: int,
     progress: Callable[[int], None] | None,
     idle_timeout_s: float,
+    headers: dict[tuple[int, int], Headers],
 ) -> list[Record]:
+    """The records in range, in partition then offset order; their headers into ``headers``."""
     kept: dict[int, list[Record]] = {p: [] for p in offsets}
     pending = {TopicPartition(topic, p) for p, (first, end) in offsets.items() if first < end}
     # A paused partition is not fetched: nothing past a partition's end is downloaded.
@@ -161,6 +168,8 @@ async def _fetch(
                     break
                 if lo <= m.timestamp < hi:
                     out.append((m.key, m.value, m.timestamp, m.partition, m.offset))
+                    if m.headers:
+                        headers[(m.partition, m.offset)] = tuple(m.headers)
                 fetched += 1
         # Position, not the last record, decides: compaction and transaction markers leave
         # offsets without records.

@@ -114,3 +114,29 @@ def test_open_and_empty_ranges(kafka_bootstrap: str, produced) -> None:
 def test_a_missing_topic_is_a_config_error(kafka_bootstrap: str) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         asyncio.run(read_range(kafka_bootstrap, f"test-no-such-{uuid.uuid4().hex[:10]}"))
+
+
+def test_headers_are_kept_for_the_records_that_have_them(kafka_bootstrap: str) -> None:
+    topic = f"test-topic-reader-h-{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(kafka_bootstrap, create=topic))
+
+    async def produce() -> list[tuple[int, int]]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            with_header = await producer.send_and_wait(
+                topic, b"a", partition=1, headers=[("content-type", b"application/avro")]
+            )
+            without = await producer.send_and_wait(topic, b"b", partition=1)
+        finally:
+            await producer.stop()
+        return [(m.partition, m.offset) for m in (with_header, without)]
+
+    try:
+        first, second = asyncio.run(produce())
+        got = asyncio.run(read_range(kafka_bootstrap, topic))
+    finally:
+        asyncio.run(_admin(kafka_bootstrap, delete=topic))
+    assert [r[1] for r in got.records] == [b"a", b"b"]
+    assert got.headers == {first: (("content-type", b"application/avro"),)}
+    assert second not in got.headers

@@ -392,3 +392,27 @@ def test_valid_transactions_round_trip_through_json_and_avro(record: dict[str, A
     instant = EPOCH + timedelta(milliseconds=record["tx_datetime"])
     as_text = {**record, "tx_datetime": instant.isoformat().replace("+00:00", "Z")}
     assert DECODER.decode(as_json(as_text)) == record
+
+
+def test_training_and_backtests_decode_with_the_records_headers() -> None:
+    """Offline reads keep the headers: an Avro record that starts with a brace is scored
+    online (its content-type says Avro), so a training set or a backtest must not skip it,
+    and a record the worker dead-letters for its content-type is skipped offline too."""
+    from models.from_topics import decode_slice
+    from models.topic_reader import TopicSlice
+
+    brace = {**GOOD, "transaction_id": -62}
+    records = [
+        (b"7", as_avro(brace), TX_MS, 0, 10),
+        (b"7", as_json(GOOD), TX_MS, 0, 11),
+        (b"7", as_json(GOOD, transaction_id=43), TX_MS, 0, 12),
+    ]
+    data = TopicSlice(
+        "events",
+        0,
+        2**63 - 1,
+        {0: (10, 13)},
+        records,
+        {(0, 10): tuple(AVRO_HEADER), (0, 12): (("content-type", b"text/csv"),)},
+    )
+    assert decode_slice(SPEC, data, MAX_BYTES) == [brace, GOOD]
