@@ -249,7 +249,12 @@ class DriftProcessor:
                 labels,
                 created_ms=int(time.time() * 1000),
             )
-            out.append((window, label_window if labels else None, report))
+            if self.outcome_decoder is None:
+                # No label drift: no later window reads this one's rows; forget it now.
+                forget: int | None = window
+            else:
+                forget = label_window if labels else None
+            out.append((window, forget, report))
         return out
 
     # -- plumbing ------------------------------------------------------------------------

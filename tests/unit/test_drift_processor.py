@@ -35,6 +35,7 @@ class MemoryState:
 
     def __init__(self) -> None:
         self.counts_: dict[tuple[int, bool], dict[str, float]] = {}
+        self.forgotten: dict[tuple[int, bool], dict[str, float]] = {}  # what finish dropped
         self.offsets: dict[tuple[int, bool, str], int] = {}
         self.done: set[tuple[int, bool]] = set()
         self.claimed: set[int] = set()
@@ -112,6 +113,10 @@ class MemoryState:
         self.open.discard(window)
         if label_window is not None:
             self.done.add((label_window, True))
+            for labels in (False, True):  # as WindowState.finish deletes the keys
+                gone = self.counts_.pop((label_window, labels), None)
+                if gone is not None:
+                    self.forgotten[(label_window, labels)] = gone
 
 
 class Recorder:
@@ -197,6 +202,10 @@ def test_a_window_is_reported_once_when_both_partitions_passed_it(
     assert [r["window_start"] for r in sent] == [0]
     assert sent[0]["rows"] == 600
     assert processor.publisher.sent[0][1] == b"fraud"  # type: ignore[attr-defined]
+    # Without label drift no later window reads its rows: its counts are forgotten (they
+    # stayed in Redis for good before).
+    assert processor.state.counts(0) == {}
+    assert processor.state.counts(DAY) != {}, "window 1 is not reported yet"
 
 
 def test_a_redis_outage_pauses_the_batch_and_nothing_is_lost(processor: DriftProcessor) -> None:
@@ -251,6 +260,7 @@ def test_a_window_keeps_the_version_that_decided_its_first_prediction(
         X = np.vstack([rows_of(processor, part, day, n)[0] for part, n in parts])
         s = np.concatenate([rows_of(processor, part, day, n)[1] for part, n in parts])
         offline = aggregate(ref.layout, X, s)
-        online = processor.state.counts(day * DAY)  # type: ignore[attr-defined]
+        # reported, so forgotten (no label drift here): the counts it was reported with
+        online = processor.state.forgotten[(day * DAY, False)]  # type: ignore[attr-defined]
         assert online.keys() == offline.keys()
         assert online == pytest.approx(offline)
