@@ -99,6 +99,18 @@ class WorkerMetrics:
             ["pipeline", "reason"],
             registry=r,
         )
+        self.pacing_held = Gauge(
+            "rtscore_pacing_held_events",
+            "events received and held back until every partition is scored close to their time",
+            ["pipeline"],
+            registry=r,
+        )
+        self.pacing_remote_floor = Gauge(
+            "rtscore_pacing_remote_floor_seconds",
+            "event time reached by the slowest partition another worker holds (0: none waits)",
+            ["pipeline"],
+            registry=r,
+        )
         self.model_swap_lag = Gauge(
             "rtscore_model_swap_lag_seconds",
             "seconds from the publication of the last serving state applied to its swap",

@@ -65,6 +65,9 @@ class HoldBack(Generic[T]):
     received: dict[int, int] = field(default_factory=dict)  # newest time received
     next_offset: dict[int, int] = field(default_factory=dict)  # after the last received
     first_seen: dict[int, float] = field(default_factory=dict)
+    # The lowest frontier of the partitions other workers hold (streams.pace_board), set by
+    # the worker before each release: None when no other worker's partition has records left.
+    remote: int | None = None
 
     def add(self, partition: int, offset: int, event_time: int | None, item: T) -> None:
         self.held.setdefault(partition, deque()).append((event_time, item))
@@ -81,20 +84,34 @@ class HoldBack(Generic[T]):
             getattr(self, name).clear()
 
     def floor(self, highwater: Mapping[int, int | None], start: Mapping[int, int]) -> int | None:
-        """The lowest time reached by a partition that still has records to score; None when
-        none has. ``highwater`` has every assigned partition (None: not known yet); ``start``
-        is where a partition that has delivered nothing yet starts (its committed offset)."""
+        """The lowest time reached by a partition that still has records to score, this
+        worker's or (``remote``) another's; None when none has. ``highwater`` has every
+        assigned partition (None: not known yet); ``start`` is where a partition that has
+        delivered nothing yet starts (its committed offset)."""
+        reached = [t for t in self.frontiers(highwater, start).values() if t is not None]
+        if self.remote is not None:
+            reached.append(self.remote)
+        return min(reached) if reached else None
+
+    def frontiers(
+        self, highwater: Mapping[int, int | None], start: Mapping[int, int]
+    ) -> dict[int, int | None]:
+        """Each assigned partition's frontier: the time it has reached while it still has
+        records to score (its oldest held event's, else the newest it scored), None when it
+        has none left: what other workers wait for (streams.pace_board)."""
         now = self.clock()
-        frontiers = []
+        out: dict[int, int | None] = {}
         for p, hw in highwater.items():
             self.first_seen.setdefault(p, now)
             queue = self.held.get(p)
             if queue:
                 head = queue[0][0]
-                frontiers.append(head if head is not None else self.released.get(p, NEVER))
+                out[p] = head if head is not None else self.released.get(p, NEVER)
             elif self._unread(p, hw, start, now):
-                frontiers.append(self.released.get(p, NEVER))
-        return min(frontiers) if frontiers else None
+                out[p] = self.released.get(p, NEVER)
+            else:
+                out[p] = None
+        return out
 
     def _unread(self, p: int, hw: int | None, start: Mapping[int, int], now: float) -> bool:
         if p in self.next_offset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import faust
@@ -15,6 +16,7 @@ from streams import model_events
 from streams.features.redis_store import RedisStore
 from streams.hot_swap import ModelSwapper, ServingRefused, load_routing
 from streams.metrics import WorkerMetrics
+from streams.pace_board import PaceBoard
 from streams.pipeline import Pipeline, load_pipeline
 from streams.publisher import AckedPublisher
 from streams.routing import Routing
@@ -105,7 +107,17 @@ def run_worker(settings: Settings) -> None:
     publisher = AckedPublisher(
         settings.kafka_bootstrap, on_retry=metrics.publish_retries.labels(pipeline.name).inc
     )
-    scoring = ScoringProcessor(settings, pipeline, scorer, metrics, runner, publisher)
+    board = (
+        PaceBoard(
+            store.client,
+            f"{store.prefix}:pace:{settings.topics.events}",
+            uuid.uuid4().hex[:12],
+            stale_ms=int(2 * settings.session_timeout_s * 1000),
+        )
+        if store is not None
+        else None
+    )
+    scoring = ScoringProcessor(settings, pipeline, scorer, metrics, runner, publisher, board)
     outcomes = (
         OutcomeProcessor(settings, pipeline, store, metrics, runner, publisher)
         if store is not None and pipeline.outcomes is not None

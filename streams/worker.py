@@ -27,6 +27,7 @@ from streams.errors import DependencyUnavailable, InvalidEvent
 from streams.faust_app import processor_app
 from streams.features.online import OnlineStore
 from streams.metrics import WorkerMetrics
+from streams.pace_board import PaceBoard
 from streams.pacing import HoldBack, pacing_budget
 from streams.pipeline import Pipeline
 from streams.publisher import AckedPublisher, Outgoing
@@ -74,6 +75,7 @@ class ScoringProcessor:
         metrics: WorkerMetrics,
         runner: BatchRunner,
         publisher: AckedPublisher,
+        board: PaceBoard | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.scorer = scorer
@@ -87,6 +89,8 @@ class ScoringProcessor:
         self.hold: HoldBack[tuple[InputRecord, Any]] | None = (
             HoldBack(budget) if budget is not None else None
         )
+        # Other workers' partitions: their frontiers hold this worker's events back too.
+        self.board = board if self.hold is not None else None
         self.fetch_paused: set[int] = set()
         self.lock = asyncio.Lock()
         self.prediction_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
@@ -133,7 +137,15 @@ class ScoringProcessor:
     async def _drain(self, consumer: Any, ack: Ack) -> None:
         assert self.hold is not None
         highwater, start = _partitions(consumer, self.topics.events)
+        if self.board is not None:
+            board, frontiers = self.board, self.hold.frontiers(highwater, start)
+            self.hold.remote = await self.runner.run(lambda: board.exchange(frontiers))
+            remote = self.hold.remote
+            self.metrics.pacing_remote_floor.labels(self.pipeline.name).set(
+                0.0 if remote is None else max(remote, 0) / 1000.0
+            )
         released = self.hold.release(highwater, start)
+        self.metrics.pacing_held.labels(self.pipeline.name).set(len(self.hold))
         for i in range(0, len(released), self.batch_max):
             chunk = released[i : i + self.batch_max]
             await self.process([record for record, _ in chunk])

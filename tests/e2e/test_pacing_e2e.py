@@ -96,3 +96,51 @@ def test_a_rebalance_while_events_are_held_loses_none_and_does_not_hang(test_set
     }
     print(f"events scored by the first and the second worker: {scored}")
     assert all(n > 0 for n in scored)
+
+
+def test_a_slow_worker_holds_the_fast_one_back_so_terminal_windows_stay_exact(
+    test_settings, tmp_path
+):
+    """Two workers share the partitions; one is slow (micro-batches of 4 events). Each paces
+    only its own partitions, so without the frontiers shared in Redis (streams.pace_board)
+    the fast one scores days ahead of the slow one's partitions and its terminal windows miss
+    their events. With them, every vector equals the offline one."""
+    settings = test_settings.model_copy(
+        update={"metrics_port": _free_port(), "topic_partitions": 3}
+    )
+    pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
+    asyncio.run(ensure_topics(settings))
+    register_small_model(settings)
+    cfg = dataclasses.replace(SimConfig.light(seed=6, n_customers=150, n_terminals=300), n_days=24)
+    sim = simulate(cfg)
+    events, outcomes = transaction_records(sim), outcome_records(sim, cfg)
+    first = _start_with_outcomes(settings, outcomes, tmp_path, "outcomes")
+    assert first.stop() == 0, first.log_tail()
+
+    slow_settings = settings.model_copy(update={"metrics_port": _free_port(), "batch_max": 4})
+    slow = WorkerProcess(slow_settings, tmp_path / "slow.log")
+    fast = None
+    try:
+        deadline = time.monotonic() + 60
+        while not _scrape_series(slow_settings.metrics_port):
+            assert time.monotonic() < deadline, slow.log_tail()
+            time.sleep(0.2)
+        fast = WorkerProcess(settings, tmp_path / "fast.log")
+        time.sleep(3.0)  # let the fast one join the group: a rebalance splits the partitions
+        _publish_events(settings, events)
+        deadline = time.monotonic() + 150
+        while len({p["event_id"] for p in _predictions(settings)}) < len(events):
+            assert time.monotonic() < deadline, slow.log_tail() + fast.log_tail()
+            time.sleep(0.5)
+        scored = [
+            _scrape_series(s.metrics_port).get('rtscore_events_in_total{pipeline="fraud"}', 0)
+            for s in (slow_settings, settings)
+        ]
+    finally:
+        assert slow.stop() == 0, slow.log_tail()
+        if fast is not None:
+            assert fast.stop() == 0, fast.log_tail()
+    print(f"events scored by the slow and the fast worker: {scored}")
+    assert all(n > 0 for n in scored), "both workers scored"
+    predictions = _predictions(settings)
+    _assert_same_vectors(pipeline, predictions, _offline_by_offset(settings, pipeline, outcomes))

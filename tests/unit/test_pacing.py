@@ -72,3 +72,37 @@ def test_unassigned_partitions_are_dropped_and_clear_forgets() -> None:
     hold.add(0, 1, DAY, "a1")
     hold.clear()
     assert len(hold) == 0 and hold.release({0: 5}, {}) == []
+
+
+def test_other_workers_partitions_hold_this_ones_back_through_their_frontier() -> None:
+    """``remote``: the lowest frontier of partitions another worker holds (streams.pace_board)."""
+    hold, _ = _hold()
+    for i in range(6):
+        hold.add(0, i, i * DAY, f"a{i}")
+    hw = {0: 6}  # this worker holds partition 0 only, and has received all of it
+    assert hold.frontiers(hw, {}) == {0: 0}
+    hold.remote = DAY  # another worker's partition is at day 1
+    assert hold.release(hw, {}) == ["a0", "a1", "a2", "a3"]  # up to day 1 + 2
+    assert hold.frontiers(hw, {}) == {0: 4 * DAY}
+    assert hold.ahead(hw, {}) == set() and hold.caught_up(hw, {}) == set()
+    hold.remote = None  # the other partitions have nothing left to score
+    assert hold.release(hw, {}) == ["a4", "a5"]
+    assert hold.frontiers(hw, {}) == {0: None}
+
+
+def test_remote_floor_skips_own_stale_and_caught_up_partitions() -> None:
+    from streams.pace_board import encode, remote_floor
+
+    now = 100_000
+    entries = {
+        "0": encode(5 * DAY, now, "me"),  # mine: not waited for through the board
+        "1": encode(3 * DAY, now - 1_000, "w2"),
+        "2": encode(None, now, "w2"),  # nothing left to score
+        "3": encode(DAY, now - 61_000, "w3"),  # not refreshed: its worker stopped
+        "4": encode(-(2**63), now, "w2"),  # assigned, nothing received yet: wait for it
+    }
+    assert remote_floor(entries, {0}, now, stale_ms=60_000) == -(2**63)
+    del entries["4"]
+    assert remote_floor(entries, {0}, now, stale_ms=60_000) == 3 * DAY
+    assert remote_floor(entries, {0}, now, stale_ms=62_000) == DAY
+    assert remote_floor(entries, {0, 1, 3}, now, stale_ms=62_000) is None
