@@ -51,7 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtscore", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="rtscore",
+        description=(
+            "Real-time ML scoring on Kafka: online features in Redis, model versions that "
+            "swap without a restart, outcomes joined back, drift watched. Settings come from "
+            "RTSCORE_* environment variables (see the README's Configuration); "
+            "`rtscore COMMAND --help` shows a command's options."
+        ),
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
