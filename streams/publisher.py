@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -50,18 +51,40 @@ class AckedPublisher:
                 log.warning("producer did not flush within %.0fs; stopping without it", timeout)
 
     async def publish(self, outgoing: Sequence[Outgoing]) -> None:
+        await self.confirm(outgoing, await self.send(outgoing))
+
+    async def send(self, outgoing: Sequence[Outgoing]) -> list[asyncio.Future[Any]] | None:
+        """Hand the records to the producer, in order; their acks come later (``confirm``).
+        None when the producer refused them: ``confirm`` then publishes them again."""
         assert self._producer is not None, "start() before publish()"
+        try:
+            return [
+                await self._producer.send(topic, value, key=key, timestamp_ms=ts)
+                for topic, key, value, ts in outgoing
+            ]
+        except KafkaError as exc:
+            log.warning("handing a batch to the producer failed (%r); retrying", exc)
+            return None
+
+    async def confirm(
+        self, outgoing: Sequence[Outgoing], futures: list[asyncio.Future[Any]] | None
+    ) -> None:
+        """Wait until the broker has acknowledged every record; on an error, publish the
+        whole batch again (with backoff) until it has."""
         delay = 0.2
         while True:
             try:
-                futures = [
-                    await self._producer.send(topic, value, key=key, timestamp_ms=ts)
-                    for topic, key, value, ts in outgoing
-                ]
+                if futures is None:
+                    raise _Refused()
                 await asyncio.gather(*futures)
                 return
-            except KafkaError as exc:
+            except (KafkaError, _Refused) as exc:
                 self.on_retry()
                 log.warning("publishing a batch failed (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                futures = await self.send(outgoing)
+
+
+class _Refused(Exception):
+    """The producer refused a batch when it was handed over (logged there)."""

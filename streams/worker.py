@@ -5,7 +5,8 @@ At-least-once with idempotent effects: ``take_events`` acks a batch's offsets on
 agent's loop body returns, and the body returns only once every output of the batch is
 acknowledged by the broker. The events agent takes batches with ``noack_take`` and acks each
 event itself once its output is acknowledged, because it may hold events back across
-batches (:mod:`streams.pacing`). A broker or Redis outage pauses the batch and retries it;
+batches (:mod:`streams.pacing`), and scores the next batch while the last one's
+acknowledgements are pending (two batches in flight at most, acked in order). A broker or Redis outage pauses the batch and retries it;
 nothing is acked before its outputs are published.
 """
 
@@ -93,6 +94,7 @@ class ScoringProcessor:
         self.board = board if self.hold is not None else None
         self.fetch_paused: set[int] = set()
         self.lock = asyncio.Lock()
+        self.delivering: asyncio.Future[None] | None = None  # the last batch's acks
         self.prediction_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
         self.dead_letter_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
 
@@ -102,15 +104,52 @@ class ScoringProcessor:
         await self.publisher.publish(outgoing)
         self._count(scored, len(records), time.perf_counter() - started)
 
+    async def _score_and_send(
+        self, records: Sequence[InputRecord], events: Sequence[Any], ack: Ack
+    ) -> None:
+        """Score a batch and hand its outputs to the producer, then return: its acks are
+        awaited (and its events acked, in batch order) beside the scoring of the next batch.
+        At most two batches are in flight: this one, and the one before it, awaited here."""
+        started = time.perf_counter()
+        scored, outgoing = await self.runner.run(lambda: self._score(records))
+        futures = await self.publisher.send(outgoing)
+        previous = self.delivering
+        self.delivering = asyncio.ensure_future(
+            self._deliver(previous, scored, outgoing, futures, events, ack, started)
+        )
+        if previous is not None:
+            await previous
+
+    async def _deliver(
+        self,
+        previous: asyncio.Future[None] | None,
+        scored: ScoredBatch,
+        outgoing: list[Outgoing],
+        futures: list[asyncio.Future[Any]] | None,
+        events: Sequence[Any],
+        ack: Ack,
+        started: float,
+    ) -> None:
+        await self.publisher.confirm(outgoing, futures)
+        if previous is not None:
+            await previous  # acks in batch order
+        for event in events:
+            await ack(event)
+        self._count(scored, len(events), time.perf_counter() - started)
+
+    async def flush(self) -> None:
+        """Wait for the batches in flight: their outputs acknowledged, their events acked."""
+        delivering, self.delivering = self.delivering, None
+        if delivering is not None:
+            await delivering
+
     async def offer(self, events: Sequence[Any], consumer: Any, ack: Ack) -> None:
         """Score the faust events that may be scored now, and any held ones that may now;
         each is acked only once its prediction or dead letter is published."""
         records = [input_record(event) for event in events]
         async with self.lock:
             if self.hold is None:
-                await self.process(records)
-                for event in events:
-                    await ack(event)
+                await self._score_and_send(records, events, ack)
                 return
             times = await self.runner.run(lambda: [self._event_time(r) for r in records])
             for record, event, event_time in zip(records, events, times, strict=True):
@@ -148,9 +187,9 @@ class ScoringProcessor:
         self.metrics.pacing_held.labels(self.pipeline.name).set(len(self.hold))
         for i in range(0, len(released), self.batch_max):
             chunk = released[i : i + self.batch_max]
-            await self.process([record for record, _ in chunk])
-            for _, event in chunk:
-                await ack(event)
+            await self._score_and_send(
+                [record for record, _ in chunk], [event for _, event in chunk], ack
+            )
         await self._pace_fetches(consumer, highwater, start)
 
     async def _pace_fetches(
@@ -378,6 +417,7 @@ def build_app(
             ):
                 await scoring.offer(batch, app.consumer, stream.ack)
         finally:
+            await scoring.flush()
             await publisher.stop()
 
     app.agent(events_topic, name=f"rtscore.consume.{settings.topics.events}", concurrency=1)(
