@@ -6,8 +6,9 @@ agent's loop body returns, and the body returns only once every output of the ba
 acknowledged by the broker. The events agent takes batches with ``noack_take`` and acks each
 event itself once its output is acknowledged, because it may hold events back across
 batches (:mod:`streams.pacing`), and scores the next batch while the last one's
-acknowledgements are pending (two batches in flight at most, acked in order). A broker or Redis outage pauses the batch and retries it;
-nothing is acked before its outputs are published.
+acknowledgements are pending (two batches in flight at most, acked in order). A broker or
+Redis outage pauses the batch and retries it; nothing is acked before its outputs are
+published.
 """
 
 from __future__ import annotations

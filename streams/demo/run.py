@@ -36,6 +36,7 @@ from streams.errors import InfraError
 from streams.model_command import change
 from streams.pipeline import Pipeline, load_pipeline
 from streams.progress import Progress
+from streams.redis_keys import namespace_keys
 from streams.settings import Settings
 from streams.topics import delete_topics, ensure_topics, group_lag, record_counts, topic_plan
 
@@ -196,7 +197,8 @@ def _reset_keys(settings: Settings) -> int:
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     removed = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{settings.namespace}:*", count=1000):
+    # a list first: deleting while scanning may skip keys
+    for key in list(namespace_keys(client, settings.namespace)):
         batch.append(key)
         if len(batch) >= 1000:
             removed += client.delete(*batch)

@@ -26,6 +26,7 @@ from streams.demo.simulator import SimConfig, outcome_records, simulate, transac
 from streams.features import MS_PER_DAY
 from streams.features.offline import offline_features
 from streams.pipeline import load_pipeline
+from streams.redis_keys import namespace_keys
 from streams.topics import ensure_topics
 from tests.e2e.test_features_e2e import _predictions, _publish_events, _start_with_outcomes
 
@@ -46,7 +47,7 @@ def _port() -> int:
 
 
 def _redis_dump(client: redis.Redis, namespace: str) -> dict[bytes, bytes]:
-    return {key: client.dump(key) for key in client.scan_iter(match=f"{namespace}:*", count=1000)}
+    return {key: client.dump(key) for key in namespace_keys(client, namespace)}
 
 
 async def _end_offsets(bootstrap: str, prefix: str) -> dict[tuple[str, int], int]:
