@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,3 +148,81 @@ async def group_lag(bootstrap: str, group: str, names: list[str]) -> int | None:
             return None
         lag += max(0, end - meta.offset)
     return lag
+
+
+async def empty_partitions(bootstrap: str, names: list[str]) -> dict[str, set[int]]:
+    """Per topic, the partitions whose log is empty now (end offset == beginning offset:
+    nothing was ever written, or retention removed all of it). A processor leaves them out
+    of its event-time watermark: they have no record that could hold a window open."""
+    ranges, _ = await _offset_ranges(bootstrap, names)
+    empty: dict[str, set[int]] = {name: set() for name in names}
+    for tp, (start, end) in ranges.items():
+        if end == start:
+            empty[tp.topic].add(tp.partition)
+    return empty
+
+
+EmptyReader = Callable[[str, list[str]], Awaitable[dict[str, set[int]]]]
+
+
+class EmptyPartitions:
+    """The input topics' empty partitions as last read from the broker, for the processors'
+    watermarks: read from their timers (never per batch), read by their batches.
+
+    A partition this worker received a record from after the last read began is not empty,
+    whatever that read said: it counts again from its first record, not from the next read.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        names: list[str],
+        every_s: float = 5.0,
+        read: EmptyReader = empty_partitions,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.names = list(names)
+        self.every_s = every_s
+        self._read = read
+        self._known: dict[str, frozenset[int]] = {}
+        self._read_at = -math.inf  # monotonic time the last successful read began
+        self._tried_at = -math.inf
+        self._seen: dict[tuple[str, int], float] = {}
+
+    def empty(self, topic: str) -> frozenset[int]:
+        """The partitions of ``topic`` to leave out of the watermark now."""
+        known = self._known.get(topic, frozenset())
+        if not known:
+            return known
+        return frozenset(p for p in known if self._seen.get((topic, p), -math.inf) < self._read_at)
+
+    def saw(self, topic: str, partitions: Iterable[int]) -> None:
+        """Note that a batch had records of these partitions (cheap: one dict write each)."""
+        now = time.monotonic()
+        for p in partitions:
+            self._seen[(topic, p)] = now
+
+    def due(self) -> bool:
+        return time.monotonic() - self._tried_at >= self.every_s
+
+    async def refresh(self) -> bool:
+        """Read the empty partitions again; True when what :meth:`empty` says changed. Never
+        raises: on a broker error the last known set stays, with a warning."""
+        began = time.monotonic()
+        self._tried_at = began
+        before = {t: self.empty(t) for t in self.names}
+        try:
+            found = await self._read(self.bootstrap, self.names)
+        except Exception as exc:  # a timer must never die of a broker hiccup
+            log.warning(
+                "cannot read which partitions of %s are empty (%r): keeping the last known "
+                "ones and retrying in %.0f s; check that Kafka at %s is reachable",
+                self.names,
+                exc,
+                self.every_s,
+                self.bootstrap,
+            )
+            return False
+        self._known = {t: frozenset(found.get(t, ())) for t in self.names}
+        self._read_at = began
+        return {t: self.empty(t) for t in self.names} != before

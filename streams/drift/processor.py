@@ -35,6 +35,7 @@ from streams.faust_app import processor_app
 from streams.pipeline import Pipeline
 from streams.publisher import AckedPublisher
 from streams.settings import Settings
+from streams.topics import EmptyPartitions
 from streams.validation import EventDecoder
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class DriftProcessor:
         publisher: AckedPublisher,
         metrics: DriftMetrics,
         partitions: int,
+        empty: EmptyPartitions | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.config = config
@@ -70,6 +72,8 @@ class DriftProcessor:
         self.metrics = metrics
         self.partitions = partitions
         self.topics = settings.topics
+        # Partitions with an empty log do not hold windows open; read by the 5-s timer.
+        self.empty = empty or EmptyPartitions(settings.kafka_bootstrap, [])
         self.predictions_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
         self.dead_letter_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
         self.report_codec = RecordCodec.from_file(settings.schemas_dir, "drift_report.avsc")
@@ -131,6 +135,7 @@ class DriftProcessor:
 
         self._count(topic, len(items), self.state.apply(topic, items, counts))
         self.state.raise_watermarks(marks)
+        self.empty.saw(topic, marks)
 
     def _pinned_references(
         self, items: Sequence[Item], deciders: Sequence[tuple[str, int]]
@@ -194,8 +199,13 @@ class DriftProcessor:
 
         self._count(topic, len(items), self.state.apply(topic, items, counts, labels=True))
         self.state.raise_watermarks(marks, outcomes=True)
+        self.empty.saw(topic, marks)
 
     # -- closing windows ---------------------------------------------------------------------
+
+    async def refresh_empty(self) -> None:
+        """Read which input partitions are empty (from the timer; never raises)."""
+        await self.empty.refresh()
 
     async def close_ready(self) -> None:
         """Report every window all partitions have passed; this worker reports those it claims."""
@@ -225,7 +235,12 @@ class DriftProcessor:
         c = self.config
         out = []
         closable = self.state.closable(
-            self.partitions, c.window_ms, c.grace_ms, self.outcome_partitions
+            self.partitions,
+            c.window_ms,
+            c.grace_ms,
+            self.outcome_partitions,
+            empty=self.empty.empty(self.topics.predictions),
+            outcome_empty=self.empty.empty(self.topics.outcomes),
         )
         for window in closable:
             if not self.state.claim(window):
@@ -326,9 +341,11 @@ def build_drift_app(
     if processor.outcome_decoder is not None:
         agent_for(settings.topics.outcomes, processor.outcomes)
 
-    # A claimer that died leaves its lease to expire; look for such windows now and then.
+    # A claimer that died leaves its lease to expire; look for such windows now and then,
+    # and for partitions that became empty or stopped being so (they may close windows now).
     @app.timer(5.0)
     async def close_ready() -> None:
+        await processor.refresh_empty()
         await processor.close_ready()
 
     return app

@@ -21,7 +21,7 @@ from streams.drift.window_state import WindowState
 from streams.pipeline import Pipeline, load_pipeline
 from streams.publisher import AckedPublisher
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.topics import EmptyPartitions, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ def build_processor(
         processor.outcome_partitions = loop.run_until_complete(
             partition_count(settings, settings.topics.outcomes)
         )
+    inputs = [settings.topics.predictions]
+    if processor.outcome_decoder is not None:
+        inputs.append(settings.topics.outcomes)
+    processor.empty = EmptyPartitions(settings.kafka_bootstrap, inputs)
+    # Before the first batch: a small first test must not wait for the timer's first read.
+    loop.run_until_complete(processor.refresh_empty())
     return processor, publisher
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -66,6 +66,7 @@ return redis.call('GET', KEYS[1])
 """
 
 LEASE_MS = 60_000
+NEVER = -(2**63)  # the watermark of partitions not all seen yet: closes nothing
 DONE_TTL_S = 90 * 86_400  # done markers outlive any redelivery; then they expire
 
 
@@ -93,6 +94,16 @@ def parse_pin(raw: bytes | str) -> Version:
     text = raw.decode() if isinstance(raw, bytes) else raw
     name, _, number = text.rpartition(":")
     return name, int(number)
+
+
+def low_watermark(marks: Mapping[int, int], partitions: int, empty: Collection[int]) -> int:
+    """The lowest watermark over the partitions that count: all but the ``empty`` ones, each
+    of which must have one (else ``NEVER``). An idle partition with records still counts: a
+    window stays open until its records' event times pass it, as event time requires."""
+    counted = [p for p in range(partitions) if p not in empty]
+    if not counted or any(p not in marks for p in counted):
+        return NEVER
+    return min(marks[p] for p in counted)
 
 
 class WindowState:
@@ -217,27 +228,33 @@ class WindowState:
     # -- closing ---------------------------------------------------------------------------
 
     def closable(
-        self, partitions: int, window_ms: int, grace_ms: int, outcome_partitions: int = 0
+        self,
+        partitions: int,
+        window_ms: int,
+        grace_ms: int,
+        outcome_partitions: int = 0,
+        empty: Collection[int] = (),
+        outcome_empty: Collection[int] = (),
     ) -> list[int]:
         """Open windows that every partition's watermark has passed (end + grace).
 
         With ``outcome_partitions``, the outcomes' watermarks (label times) must have passed
         the window's end too: then the labels of the window ``label_lag`` earlier are in.
+        ``empty`` / ``outcome_empty``: partitions whose log is empty, left out (no record there
+        can hold a window open; one written later with an old event time is late).
         """
-        low = self._low(self.wm_key, partitions)
+        low = self._low(self.wm_key, partitions, empty)
         if outcome_partitions:
-            low = min(low, self._low(self.outcome_wm_key, outcome_partitions))
-        if low == -(2**63):
+            low = min(low, self._low(self.outcome_wm_key, outcome_partitions, outcome_empty))
+        if low == NEVER:
             return []
         latest_start = low - grace_ms - window_ms
         starts: list[bytes] = self.client.zrangebyscore(self.open_key, "-inf", latest_start)  # type: ignore[assignment]
         return sorted(int(w) for w in starts)
 
-    def _low(self, key: str, partitions: int) -> int:
+    def _low(self, key: str, partitions: int, empty: Collection[int]) -> int:
         marks: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
-        if len(marks) < partitions:
-            return -(2**63)
-        return min(int(v) for v in marks.values())
+        return low_watermark({int(k): int(v) for k, v in marks.items()}, partitions, empty)
 
     def claim(self, window: int) -> bool:
         """True for the one caller that may report ``window`` now."""

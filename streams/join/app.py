@@ -1,6 +1,7 @@
 """The join worker's faust app: one agent over the predictions and outcomes topics (one
 stream, so a batch's decisions never race another agent of the same worker), concurrency 1
-(faust #606), micro-batches; a timer for the heartbeat and the recovery of stopped workers."""
+(faust #606), micro-batches; a timer for the heartbeat, the recovery of stopped workers and
+the reading of the inputs' empty partitions (left out of the watermark)."""
 
 from __future__ import annotations
 
@@ -42,5 +43,6 @@ def build_join_app(settings: Settings, processor: JoinProcessor) -> faust.App:
     async def heartbeat_and_recover() -> None:
         # Wall clock only paces this check; what is decided follows the event-time watermark.
         await processor.recover()
+        processor.watch_empty()  # every ~5 s, in the background
 
     return app

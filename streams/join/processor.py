@@ -52,6 +52,7 @@ from streams.pipeline import Pipeline
 from streams.publisher import AckedPublisher, Outgoing
 from streams.scoring import InputRecord, dead_letter
 from streams.settings import Settings
+from streams.topics import EmptyPartitions
 from streams.validation import EventDecoder
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class JoinProcessor:
         metrics: JoinMetrics,
         partitions: dict[str, int],
         delivery: DeliveryCheck,
+        empty: EmptyPartitions | None = None,
     ) -> None:
         if pipeline.outcomes is None:
             raise ValueError(f"pipeline {pipeline.name} declares no [outcomes] to join")
@@ -83,8 +85,11 @@ class JoinProcessor:
         self.delivery = delivery
         self.metrics = metrics
         self.topics = settings.topics
-        # Every partition of both inputs must have been seen before the watermark exists.
+        # Every partition of both inputs must have been seen before the watermark exists,
+        # except those whose log is empty (read from the timer, every EmptyPartitions.every_s).
         self.required = [f"{t}/{p}" for t, n in partitions.items() for p in range(n)]
+        self.empty = empty or EmptyPartitions(settings.kafka_bootstrap, [])
+        self._empty_task: asyncio.Future[None] | None = None
         self.lease_ms = int(max(settings.session_timeout_s, 6.0) * 1000)
         self.me = uuid.uuid4().hex[:12]
         self.decoder = EventDecoder(pipeline.outcomes, max_bytes=settings.max_event_bytes)
@@ -138,6 +143,30 @@ class JoinProcessor:
             await self.publisher.publish(reports)
         if starts:
             await self._run(lambda: self.reporter.reported(starts))
+
+    def watch_empty(self) -> None:
+        """From the 1-s timer: read the empty partitions every ``empty.every_s``, in the
+        background, so a slow broker never delays this worker's heartbeat."""
+        if not self.empty.names or not self.empty.due():
+            return
+        if self._empty_task is not None and not self._empty_task.done():
+            return
+        self._empty_task = asyncio.ensure_future(self.refresh_empty())
+
+    async def refresh_empty(self) -> None:
+        """Read the empty partitions; when that changes the watermark, expire and report
+        now: no batch may come to do it (the last records are often what it was waiting for).
+        Never raises."""
+        if not await self.empty.refresh() or not self.started:
+            return
+        try:
+            # A batch without records: the same steps, so the same exactly-once guarantees.
+            await self.process([])
+        except Exception:
+            log.exception(
+                "join: closing after the empty partitions changed failed; the next "
+                "batch or change closes what is due"
+            )
 
     async def recover(self) -> None:
         """Heartbeat; publish the outbox entries of workers that stopped heartbeating."""
@@ -249,6 +278,7 @@ class JoinProcessor:
         counts: Counter[str] = Counter()
         seen: dict[str, int] = {}
         windows: set[int] = set()
+        parts: dict[str, set[int]] = {}
         for record in records:
             try:
                 kind, item, event_id, when = self._parse(record)
@@ -258,10 +288,13 @@ class JoinProcessor:
                 continue
             source = f"{record.topic}/{record.partition}"
             seen[source] = max(seen.get(source, when), when)
+            parts.setdefault(record.topic, set()).add(record.partition)
             if kind == "p":
                 windows.add(self.perf.window_start(item["event_time"]))
                 item = (item, f"{source}/{record.offset}")
             items.setdefault(bucket_of(event_id), []).append((kind, item))
+        for topic, numbers in parts.items():
+            self.empty.saw(topic, numbers)  # they count from now on, whatever the last read
         # The batch's decisions see the watermark its records make (an event's prediction and
         # outcome share a bucket, so one transaction); it is stored only once they are.
         stored = self.state.open_windows(windows)
@@ -283,11 +316,11 @@ class JoinProcessor:
         return outgoing, fields
 
     def _set_watermark(self, latest: dict[str, int]) -> None:
-        if all(name in latest for name in self.required):
-            watermark = min(latest[name] for name in self.required)
-            if self.watermark is None or watermark > self.watermark:
-                self.watermark = watermark
-                self.metrics.watermark.labels(self.pipeline.name).set(watermark)
+        empty = {f"{t}/{p}" for t in self.empty.names for p in self.empty.empty(t)}
+        watermark = low_watermark(latest, self.required, empty)
+        if watermark is not None and (self.watermark is None or watermark > self.watermark):
+            self.watermark = watermark
+            self.metrics.watermark.labels(self.pipeline.name).set(watermark)
 
     def _expire(self, outgoing: list[Outgoing], fields: dict[int, list[str]]) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -452,6 +485,16 @@ class JoinProcessor:
         # In this thread, before the event loop sees the result: recovery (the same thread)
         # must never take a record that a batch is about to publish.
         self.in_flight.update(n for names in fields.values() for n in names)
+
+
+def low_watermark(latest: dict[str, int], required: Sequence[str], empty: set[str]) -> int | None:
+    """The lowest latest event time over the partitions that count (None until each has one):
+    every ``required`` one but those whose log is ``empty``. An idle partition with records
+    still counts: its next record may be as old as its last, as event time requires."""
+    counted = [name for name in required if name not in empty]
+    if not counted or any(name not in latest for name in counted):
+        return None
+    return min(latest[name] for name in counted)
 
 
 def _event_id(item: Item) -> str:

@@ -20,7 +20,7 @@ from streams.performance.config import performance_config
 from streams.pipeline import Pipeline, load_pipeline
 from streams.publisher import AckedPublisher
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.topics import EmptyPartitions, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ def build_processor(
     counts = loop.run_until_complete(partition_counts(settings, inputs + outputs))
     publisher = AckedPublisher(settings.kafka_bootstrap)
     delivery = DeliveryCheck(settings.kafka_bootstrap, {t: counts[t] for t in outputs})
+    empty = EmptyPartitions(settings.kafka_bootstrap, inputs)
+    # Before the first batch: a small first test must not wait for the timer's first read.
+    loop.run_until_complete(empty.refresh())
     return JoinProcessor(
         settings,
         pipeline,
@@ -67,6 +70,7 @@ def build_processor(
         metrics,
         {t: counts[t] for t in inputs},
         delivery,
+        empty,
     )
 
 

@@ -102,3 +102,20 @@ def test_with_label_drift_a_window_waits_for_the_outcomes_too(
     s.raise_watermarks({0: DAY}, outcomes=True)
     assert s.closable(1, DAY, 0, outcome_partitions=1) == [0]
     assert s.closable(1, DAY, 0) == [0]
+
+
+def test_an_empty_partition_is_left_out_of_the_watermark(
+    client: redis.Redis, unique_prefix: str
+) -> None:
+    """Records only on partitions 0 and 1 of 3: with partition 2 known empty, windows close;
+    without it, they never do. An empty outcomes partition likewise."""
+    s = WindowState(client, unique_prefix, "p")
+    s.apply("t", items(0, range(0, 5), window=0), ones)
+    s.raise_watermarks({0: 2 * DAY, 1: DAY + 10})
+    assert s.closable(3, DAY, 0) == [], "partition 2 has no watermark"
+    assert s.closable(3, DAY, 0, empty={2}) == [0]
+    assert s.closable(3, DAY, 20, empty={2}) == [], "partition 1 has not passed the grace"
+    s.raise_watermarks({1: 2 * DAY}, outcomes=True)
+    assert s.closable(3, DAY, 0, 2, empty={2}) == [], "outcomes partition 0 is not seen"
+    assert s.closable(3, DAY, 0, 2, empty={2}, outcome_empty={0}) == [0]
+    assert s.closable(3, DAY, 0, empty={0, 1, 2}) == [], "no partition holds a record"

@@ -5,7 +5,7 @@ nothing, Redis outages pause, and a failure never escapes a batch."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,11 @@ from streams.drift.metrics import DriftMetrics
 from streams.drift.processor import DriftProcessor, Record
 from streams.drift.references import Loader, References
 from streams.drift.report import Reference
-from streams.drift.window_state import Aggregate, Item
+from streams.drift.window_state import NEVER, Aggregate, Item, low_watermark
 from streams.errors import ConfigError
 from streams.pipeline import load_pipeline
 from streams.settings import Settings
+from streams.topics import EmptyPartitions
 from tests import drift_cases as dc
 
 DAY = dc.DAY_MS
@@ -87,15 +88,19 @@ class MemoryState:
             marks[p] = max(marks.get(p, t), t)
 
     def closable(
-        self, partitions: int, window_ms: int, grace_ms: int, outcome_partitions: int = 0
+        self,
+        partitions: int,
+        window_ms: int,
+        grace_ms: int,
+        outcome_partitions: int = 0,
+        empty: Collection[int] = (),
+        outcome_empty: Collection[int] = (),
     ) -> list[int]:
-        lows = [min(self.marks[False].values())] if len(self.marks[False]) >= partitions else []
+        low = low_watermark(self.marks[False], partitions, empty)
         if outcome_partitions:
-            out = self.marks[True]
-            lows.append(min(out.values()) if len(out) >= outcome_partitions else -(2**63))
-        if not lows:
+            low = min(low, low_watermark(self.marks[True], outcome_partitions, outcome_empty))
+        if low == NEVER:
             return []
-        low = min(lows)
         return sorted(w for w in self.open if w + window_ms + grace_ms <= low)
 
     def claim(self, window: int) -> bool:
@@ -264,3 +269,57 @@ def test_a_window_keeps_the_version_that_decided_its_first_prediction(
         online = processor.state.forgotten[(day * DAY, False)]  # type: ignore[attr-defined]
         assert online.keys() == offline.keys()
         assert online == pytest.approx(offline)
+
+
+def known_empty(processor: DriftProcessor, partitions: set[int]) -> None:
+    """The processor learns from a (fake) broker read which prediction partitions are empty."""
+
+    async def read(_: str, names: list[str]) -> dict[str, set[int]]:
+        return {name: set(partitions) for name in names}
+
+    processor.empty = EmptyPartitions("unused:9092", [processor.topics.predictions], read=read)
+    asyncio.run(processor.refresh_empty())
+
+
+@pytest.mark.parametrize("empty", [set(), {2}])
+def test_an_empty_partition_does_not_hold_windows_open(
+    processor: DriftProcessor, empty: set[int]
+) -> None:
+    """Predictions only ever reach partitions 0 and 1 of 3: partition 2, known empty, is left
+    out of the watermark and windows close; not known empty, it holds every window open."""
+    processor.outcome_decoder = None
+    processor.partitions = 3
+    known_empty(processor, empty)
+    run = asyncio.run
+    for part in (0, 1):
+        run(processor.predictions(predictions(processor, part, 0, 100, 0)))
+        run(processor.predictions(predictions(processor, part, 1, 100, 100)))
+    run(processor.close_ready())
+    if empty:
+        assert [r["window_start"] for r in reports(processor)] == [0]
+        assert reports(processor)[0]["rows"] == 200
+    else:
+        assert reports(processor) == [], "partition 2 has no watermark: nothing closes"
+
+
+def test_a_partition_counts_again_from_its_first_record(processor: DriftProcessor) -> None:
+    """Known empty, then a record arrives there before the next read: from that record on,
+    its watermark holds the windows it has not passed."""
+    processor.outcome_decoder = None
+    processor.partitions = 3
+    known_empty(processor, {2})
+    run = asyncio.run
+    for part in (0, 1):
+        run(processor.predictions(predictions(processor, part, 0, 100, 0)))
+        run(processor.predictions(predictions(processor, part, 2, 100, 100)))
+    assert [r["window_start"] // DAY for r in reports(processor)] == [0]
+    run(processor.predictions(predictions(processor, 2, 1, 10, 0)))
+    run(processor.close_ready())
+    # partitions 0 and 1 passed day 1, partition 2 has not: it counts again
+    assert [r["window_start"] // DAY for r in reports(processor)] == [0]
+    assert processor.empty.empty(processor.topics.predictions) == frozenset()
+    run(processor.predictions(predictions(processor, 2, 3, 10, 10)))
+    assert [r["window_start"] // DAY for r in reports(processor)] == [
+        0,
+        1,
+    ]  # 0 and 1 have not passed day 2
