@@ -40,6 +40,8 @@ from streams.validation import EventDecoder
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Ack = Callable[[Any], Awaitable[Any]]
+# Events held back (streams.pacing) before partitions far ahead stop being fetched.
+HELD_BATCHES = 20
 
 
 class BatchRunner:
@@ -94,6 +96,7 @@ class ScoringProcessor:
         # Other workers' partitions: their frontiers hold this worker's events back too.
         self.board = board if self.hold is not None else None
         self.fetch_paused: set[int] = set()
+        self.max_held = HELD_BATCHES * settings.batch_max
         self.lock = asyncio.Lock()
         self.delivering: asyncio.Future[None] | None = None  # the last batch's acks
         self.prediction_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
@@ -201,7 +204,10 @@ class ScoringProcessor:
         filters what it hands on, and what the fetcher already returned for them is lost."""
         assert self.hold is not None
         self.fetch_paused &= set(highwater)
-        pause = self.hold.ahead(highwater, start) - self.fetch_paused
+        # Only once much is held: each pause stalls the fetcher (a backlog ran 35 % slower
+        # when partitions were paused as soon as they ran two budgets ahead).
+        crowded = len(self.hold) > self.max_held
+        pause = self.hold.ahead(highwater, start) - self.fetch_paused if crowded else set()
         resume = self.fetch_paused & self.hold.caught_up(highwater, start)
         if not pause and not resume:
             return
@@ -412,12 +418,31 @@ def build_app(
     async def consume_events(stream: faust.StreamT) -> None:
         await publisher.start()
         acks[:] = [stream.ack]
+        # faust adds nothing to the next batch while the agent holds the last one (its take
+        # buffer waits for the loop body): handing batches to a task of their own lets it
+        # fill the next batch while this one is scored. One batch waits at most; order kept.
+        batches: asyncio.Queue[Sequence[Any]] = asyncio.Queue(maxsize=1)
+
+        async def score_batches() -> None:
+            while True:
+                batch = await batches.get()
+                await scoring.offer(batch, app.consumer, stream.ack)
+
+        scorer_task = asyncio.ensure_future(score_batches())
         try:
             async for batch in stream.noack_take(  # type: ignore[attr-defined]
                 settings.batch_max, within=settings.batch_within_s
             ):
-                await scoring.offer(batch, app.consumer, stream.ack)
+                put = asyncio.ensure_future(batches.put(batch))
+                await asyncio.wait({put, scorer_task}, return_when=asyncio.FIRST_COMPLETED)
+                if scorer_task.done():
+                    put.cancel()
+                    scorer_task.result()  # raises what stopped it
+                    raise RuntimeError("the scoring task ended")  # pragma: no cover
         finally:
+            # What is queued or being scored is not acked: it is read again after a restart.
+            scorer_task.cancel()
+            await asyncio.gather(scorer_task, return_exceptions=True)
             await scoring.flush()
             await publisher.stop()
 
