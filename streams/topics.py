@@ -153,13 +153,20 @@ async def group_lag(bootstrap: str, group: str, names: list[str]) -> int | None:
 async def empty_partitions(bootstrap: str, names: list[str]) -> dict[str, set[int]]:
     """Per topic, the partitions whose log is empty now (end offset == beginning offset:
     nothing was ever written, or retention removed all of it). A processor leaves them out
-    of its event-time watermark: they have no record that could hold a window open."""
+    of its event-time watermark: they have no record that could hold a window open.
+
+    A topic with no record in any partition reports none: its producer has not started (the
+    join starting beside the scoring worker finds no prediction yet), and leaving it out
+    would let the other topic's times close every window."""
     ranges, _ = await _offset_ranges(bootstrap, names)
     empty: dict[str, set[int]] = {name: set() for name in names}
+    written: set[str] = set()
     for tp, (start, end) in ranges.items():
         if end == start:
             empty[tp.topic].add(tp.partition)
-    return empty
+        else:
+            written.add(tp.topic)
+    return {name: parts if name in written else set() for name, parts in empty.items()}
 
 
 EmptyReader = Callable[[str, list[str]], Awaitable[dict[str, set[int]]]]
@@ -171,6 +178,9 @@ class EmptyPartitions:
 
     A partition this worker received a record from after the last read began is not empty,
     whatever that read said: it counts again from its first record, not from the next read.
+    A partition is left out only once every read for ``idle_s`` found it empty: one that is
+    merely not written yet (its producer is catching up on a backlog, partition by
+    partition) would otherwise let the others close windows its records still belong to.
     """
 
     def __init__(
@@ -179,22 +189,31 @@ class EmptyPartitions:
         names: list[str],
         every_s: float = 5.0,
         read: EmptyReader = empty_partitions,
+        idle_s: float = 30.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.names = list(names)
         self.every_s = every_s
+        self.idle_s = idle_s
         self._read = read
         self._known: dict[str, frozenset[int]] = {}
         self._read_at = -math.inf  # monotonic time the last successful read began
         self._tried_at = -math.inf
         self._seen: dict[tuple[str, int], float] = {}
+        # (topic, partition) -> when the first read of its current empty spell began
+        self._empty_since: dict[tuple[str, int], float] = {}
 
     def empty(self, topic: str) -> frozenset[int]:
         """The partitions of ``topic`` to leave out of the watermark now."""
         known = self._known.get(topic, frozenset())
         if not known:
             return known
-        return frozenset(p for p in known if self._seen.get((topic, p), -math.inf) < self._read_at)
+        return frozenset(
+            p
+            for p in known
+            if self._seen.get((topic, p), -math.inf) < self._read_at
+            and self._read_at - self._empty_since.get((topic, p), self._read_at) >= self.idle_s
+        )
 
     def saw(self, topic: str, partitions: Iterable[int]) -> None:
         """Note that a batch had records of these partitions (cheap: one dict write each)."""
@@ -224,5 +243,11 @@ class EmptyPartitions:
             )
             return False
         self._known = {t: frozenset(found.get(t, ())) for t in self.names}
+        self._empty_since = {
+            (t, p): self._empty_since.get((t, p), began)
+            for t, parts in self._known.items()
+            for p in parts
+            if self._seen.get((t, p), -math.inf) < self._empty_since.get((t, p), began)
+        }
         self._read_at = began
         return {t: self.empty(t) for t in self.names} != before

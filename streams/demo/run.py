@@ -299,8 +299,9 @@ def _wait_scored(
         counts = asyncio.run(
             record_counts(settings.kafka_bootstrap, [topics.predictions, topics.dlq])
         )
+        # the dlq also gets the join's dead letters (orphan outcomes): an estimate, capped
         done = counts[topics.predictions] + counts[topics.dlq]
-        progress.update(done)
+        progress.update(min(done, expected))
         if done >= expected:
             progress.done()
             return time.monotonic() - started
@@ -316,9 +317,12 @@ def _wait_scored(
 def _wait_monitors(
     settings: Settings, pipeline: Pipeline, worker: subprocess.Popen[bytes], log_path: Path
 ) -> None:
-    """Wait until the join and drift processors have read every prediction and outcome."""
+    """Wait until every processor has committed all it reads: the scoring processor every
+    event (the outputs' count alone can run ahead: the join's dead letters share the dlq
+    topic), the join and drift processors every prediction and outcome."""
     topics = settings.topics
     groups = {
+        "scoring": [topics.events, topics.outcomes],
         "join": [topics.predictions, topics.outcomes],
         "drift": [topics.predictions, topics.outcomes],
     }
@@ -335,4 +339,4 @@ def _wait_monitors(
                 break
             time.sleep(0.5)
     time.sleep(3.0)  # windows close on the processors' timers, a second or two after the data
-    print(f"  join and drift caught up in {time.monotonic() - started:.1f}s")
+    print(f"  scoring, join and drift caught up in {time.monotonic() - started:.1f}s")

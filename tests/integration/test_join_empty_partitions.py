@@ -50,7 +50,7 @@ def worker(settings: Settings) -> JoinProcessor:
         JoinMetrics(),
         {t.predictions: n, t.outcomes: n},
         DeliveryCheck(settings.kafka_bootstrap, {t.labeled: n, t.dlq: n}),
-        EmptyPartitions(settings.kafka_bootstrap, [t.predictions, t.outcomes]),
+        EmptyPartitions(settings.kafka_bootstrap, [t.predictions, t.outcomes], idle_s=0),
     )
 
 

@@ -277,7 +277,9 @@ def known_empty(processor: DriftProcessor, partitions: set[int]) -> None:
     async def read(_: str, names: list[str]) -> dict[str, set[int]]:
         return {name: set(partitions) for name in names}
 
-    processor.empty = EmptyPartitions("unused:9092", [processor.topics.predictions], read=read)
+    processor.empty = EmptyPartitions(
+        "unused:9092", [processor.topics.predictions], read=read, idle_s=0
+    )
     asyncio.run(processor.refresh_empty())
 
 
