@@ -102,12 +102,6 @@ class ScoringProcessor:
         self.prediction_codec = RecordCodec.from_file(settings.schemas_dir, "prediction.avsc")
         self.dead_letter_codec = RecordCodec.from_file(settings.schemas_dir, "dead_letter.avsc")
 
-    async def process(self, records: Sequence[InputRecord]) -> None:
-        started = time.perf_counter()
-        scored, outgoing = await self.runner.run(lambda: self._score(records))
-        await self.publisher.publish(outgoing)
-        self._count(scored, len(records), time.perf_counter() - started)
-
     async def _score_and_send(
         self, records: Sequence[InputRecord], events: Sequence[Any], ack: Ack
     ) -> None:

@@ -9,20 +9,16 @@ import json
 
 import numpy as np
 import pytest
-import redis
 from aiokafka import AIOKafkaProducer
 
 from streams.codecs import RecordCodec
-from streams.join.delivery import DeliveryCheck
-from streams.join.metrics import JoinMetrics
 from streams.join.processor import JoinProcessor
-from streams.join.serve import join_state
-from streams.pipeline import load_pipeline
-from streams.publisher import AckedPublisher
 from streams.scoring import InputRecord
 from streams.settings import Settings
 from streams.topics import EmptyPartitions, ensure_topics, record_counts
 from tests.e2e.join_cases import outcome, prediction
+from tests.integration.test_join_state import _own_keys_removed  # noqa: F401 (autouse)
+from tests.integration.test_join_state import worker as join_worker
 
 pytestmark = pytest.mark.integration
 DAY = 86_400_000
@@ -30,28 +26,10 @@ HOUR = 3_600_000
 N = 20  # day-0 predictions; the even ones get an outcome, the odd ones expire
 
 
-@pytest.fixture(autouse=True)
-def _own_keys_removed(test_settings):
-    yield
-    client = redis.Redis.from_url(test_settings.redis_url.get_secret_value())
-    keys = list(client.scan_iter(match=f"{test_settings.namespace}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 def worker(settings: Settings) -> JoinProcessor:
-    pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
     t, n = settings.topics, settings.topic_partitions
-    return JoinProcessor(
-        settings,
-        pipeline,
-        join_state(settings, pipeline),
-        AckedPublisher(settings.kafka_bootstrap),
-        JoinMetrics(),
-        {t.predictions: n, t.outcomes: n},
-        DeliveryCheck(settings.kafka_bootstrap, {t.labeled: n, t.dlq: n}),
-        EmptyPartitions(settings.kafka_bootstrap, [t.predictions, t.outcomes], idle_s=0),
-    )
+    empty = EmptyPartitions(settings.kafka_bootstrap, [t.predictions, t.outcomes], idle_s=0)
+    return join_worker(settings, inputs=n, empty=empty)
 
 
 def workload(settings: Settings) -> list[InputRecord]:

@@ -20,7 +20,7 @@ from streams.pipeline import load_pipeline
 from streams.publisher import AckedPublisher
 from streams.scoring import InputRecord
 from streams.settings import Settings
-from streams.topics import ensure_topics, record_counts
+from streams.topics import EmptyPartitions, ensure_topics, record_counts
 from tests.e2e.join_cases import outcome, prediction
 
 pytestmark = pytest.mark.integration
@@ -36,10 +36,14 @@ def _own_keys_removed(test_settings):
         client.delete(*keys)
 
 
-def worker(settings: Settings) -> JoinProcessor:
+def worker(
+    settings: Settings, inputs: int = 1, empty: EmptyPartitions | None = None
+) -> JoinProcessor:
+    """A join processor built as `rtscore join` builds it, reading ``inputs`` partitions of
+    the predictions and the outcomes topics."""
     pipeline = load_pipeline(settings.pipeline, settings.schemas_dir)
     topics = settings.topics
-    partitions = {topics.predictions: 1, topics.outcomes: 1}
+    partitions = {topics.predictions: inputs, topics.outcomes: inputs}
     n = settings.topic_partitions
     return JoinProcessor(
         settings,
@@ -49,6 +53,7 @@ def worker(settings: Settings) -> JoinProcessor:
         JoinMetrics(),
         partitions,
         DeliveryCheck(settings.kafka_bootstrap, {topics.labeled: n, topics.dlq: n}),
+        empty,
     )
 
 
